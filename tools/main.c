@@ -1,0 +1,46 @@
+/* gbtd: the command-line tool. Thin: parses arguments and calls the library. */
+#include <gsl/gsl_errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "gbtd.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+/* One line per command; keep alphabetical. */
+static const struct command commands[] = {
+    {"demo", cmd_demo, "run the main job on the default data and print its table"},
+    {"info", cmd_info, "list the tensors in an .h5 / .npy file"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: gbtd <command> [options]   (gbtd <command> --help for details)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    /* GSL's default handler aborts; the library reports errors through status codes. */
+    gsl_set_error_handler_off();
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("gbtd %s\n", gbtd_version());
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "gbtd: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return EXIT_USAGE;
+}
