@@ -34,5 +34,6 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "linalg/linalg.h"
+#include "decomp/common.h"
 
 #endif
