@@ -35,5 +35,6 @@
 #include "core/tensor.h"
 #include "linalg/linalg.h"
 #include "decomp/common.h"
+#include "io/io.h"
 
 #endif
