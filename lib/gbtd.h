@@ -36,5 +36,6 @@
 #include "linalg/linalg.h"
 #include "decomp/common.h"
 #include "io/io.h"
+#include "nn/ops.h"
 
 #endif
