@@ -35,6 +35,7 @@
 #include "core/tensor.h"
 #include "linalg/linalg.h"
 #include "decomp/common.h"
+#include "decomp/btd.h"
 #include "io/io.h"
 #include "nn/ops.h"
 
