@@ -153,6 +153,9 @@ int gbtd_bn_forward_train_refd(const gbtd_bn_shape *s, const double *x, const do
                                const double *beta, double eps, double momentum,
                                double *running_mean, double *running_var, double *mean,
                                double *rstd, double *y);
+int gbtd_bn_forward_eval_refd(const gbtd_bn_shape *s, const double *x, const double *gamma,
+                              const double *beta, double eps, const double *running_mean,
+                              const double *running_var, double *y);
 int gbtd_bn_backward_refd(const gbtd_bn_shape *s, const double *x, const double *gamma,
                           const double *mean, const double *rstd, const double *dy,
                           double *dx, double *dgamma, double *dbeta);

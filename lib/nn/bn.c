@@ -1,0 +1,226 @@
+/* gbtd nn: batch normalisation (training and evaluation, optionally fused with ReLU), OpenMP
+ * over channels. Plane sums use eight float partial sums (vectorisable) added into doubles. */
+#include <math.h>
+
+#include "nn/ops_internal.h"
+
+/* Eight-way partial sums let the compiler vectorise reductions without -ffast-math. */
+static float plane_sum(const float *x, int64_t len)
+{
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8)
+        for (int j = 0; j < 8; j++) a[j] += x[i + j];
+    float t = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (; i < len; i++) t += x[i];
+    return t;
+}
+
+static float plane_sq_dev(const float *x, int64_t len, float mu)
+{
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8)
+        for (int j = 0; j < 8; j++) {
+            const float d = x[i + j] - mu;
+            a[j] += d * d;
+        }
+    float t = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (; i < len; i++) t += (x[i] - mu) * (x[i] - mu);
+    return t;
+}
+
+/* Sums of dy and dy (x - mu) over one plane; dy masked by y > 0 when y is given. */
+static void plane_bwd_sums(const float *x, const float *y, const float *dy, int64_t len, float mu,
+                           double *sdy, double *sdyx)
+{
+    float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    if (y) {
+        for (; i + 8 <= len; i += 8)
+            for (int j = 0; j < 8; j++) {
+                const float g = y[i + j] > 0.0f ? dy[i + j] : 0.0f;
+                a[j] += g;
+                b[j] += g * (x[i + j] - mu);
+            }
+    } else {
+        for (; i + 8 <= len; i += 8)
+            for (int j = 0; j < 8; j++) {
+                a[j] += dy[i + j];
+                b[j] += dy[i + j] * (x[i + j] - mu);
+            }
+    }
+    float ta = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    float tb = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
+    for (; i < len; i++) {
+        const float g = (!y || y[i] > 0.0f) ? dy[i] : 0.0f;
+        ta += g;
+        tb += g * (x[i] - mu);
+    }
+    *sdy += ta;
+    *sdyx += tb;
+}
+
+static void apply(const float *x, float *y, int64_t len, float scale, float shift, int relu)
+{
+    if (relu)
+        for (int64_t i = 0; i < len; i++) {
+            const float v = x[i] * scale + shift;
+            y[i] = v > 0.0f ? v : 0.0f;
+        }
+    else
+        for (int64_t i = 0; i < len; i++) y[i] = x[i] * scale + shift;
+}
+
+static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
+                         const float *gamma, const float *beta, float eps, float momentum,
+                         float *running_mean, float *running_var, float *mean, float *rstd,
+                         float *y, int relu)
+{
+    GBTD_CHECK(nn_bn_shape(fn, s));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, mean);
+    NN_NONNULL(fn, rstd);
+    NN_NONNULL(fn, y);
+    const int64_t N = s->n, C = s->c, HW = s->hw, m = N * HW;
+    if (m < 2) return gbtd_error(GBTD_EINVAL, "%s: batch statistics need n*h*w >= 2", fn);
+    if (!(eps > 0.0f)) return gbtd_error(GBTD_EINVAL, "%s: eps = %g must be > 0", fn, (double)eps);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        double sum = 0.0;
+        for (int64_t n = 0; n < N; n++) sum += plane_sum(x + (n * C + c) * HW, HW);
+        const double mu = sum / (double)m;
+        double sq = 0.0;
+        for (int64_t n = 0; n < N; n++) sq += plane_sq_dev(x + (n * C + c) * HW, HW, (float)mu);
+        /* The float mean's rounding error shifts sq by m (mu - (float)mu)^2: negligible. */
+        const double var = sq / (double)m;
+        const double r = 1.0 / sqrt(var + (double)eps);
+        const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
+        const float scale = (float)(g * r), shift = (float)(b - g * r * mu);
+        for (int64_t n = 0; n < N; n++)
+            apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu);
+        mean[c] = (float)mu;
+        rstd[c] = (float)r;
+        if (running_mean)
+            running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + (double)momentum * mu);
+        if (running_var)
+            running_var[c] = (float)((1.0 - momentum) * running_var[c] +
+                                     (double)momentum * var * (double)m / (double)(m - 1));
+    }
+    return GBTD_OK;
+}
+
+static int forward_eval(const char *fn, const gbtd_bn_shape *s, const float *x,
+                        const float *gamma, const float *beta, float eps,
+                        const float *running_mean, const float *running_var, float *y, int relu)
+{
+    GBTD_CHECK(nn_bn_shape(fn, s));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, running_mean);
+    NN_NONNULL(fn, running_var);
+    NN_NONNULL(fn, y);
+    const int64_t N = s->n, C = s->c, HW = s->hw;
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
+        const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
+        const float scale = (float)(g * r), shift = (float)(b - g * r * running_mean[c]);
+        for (int64_t n = 0; n < N; n++)
+            apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu);
+    }
+    return GBTD_OK;
+}
+
+static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, const float *gamma,
+                    const float *mean, const float *rstd, const float *y, const float *dy,
+                    float *dx, float *dgamma, float *dbeta)
+{
+    GBTD_CHECK(nn_bn_shape(fn, s));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, mean);
+    NN_NONNULL(fn, rstd);
+    NN_NONNULL(fn, dy);
+    const int64_t N = s->n, C = s->c, HW = s->hw;
+    const double m = (double)(N * HW);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; c++) {
+        const float mu = mean[c];
+        const double r = rstd[c];
+        double sdy = 0.0, sdyx = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            const int64_t off = (n * C + c) * HW;
+            plane_bwd_sums(x + off, y ? y + off : NULL, dy + off, HW, mu, &sdy, &sdyx);
+        }
+        const double sdyxh = sdyx * r;
+        if (dgamma) dgamma[c] += (float)sdyxh;
+        if (dbeta) dbeta[c] += (float)sdy;
+        if (!dx) continue;
+        /* dx = g r (dy - sdy/m - (x - mu) r^2 sdyx / m) = a dy + bx (x - mu) + k */
+        const double g = gamma ? (double)gamma[c] : 1.0;
+        const float a = (float)(g * r);
+        const float bx = (float)(-g * r * r * r * sdyx / m);
+        const float k = (float)(-g * r * sdy / m);
+        for (int64_t n = 0; n < N; n++) {
+            const int64_t off = (n * C + c) * HW;
+            const float *xs = x + off, *ds = dy + off;
+            float *o = dx + off;
+            if (y) {
+                const float *ys = y + off;
+                for (int64_t i = 0; i < HW; i++) {
+                    const float gd = ys[i] > 0.0f ? ds[i] : 0.0f;
+                    o[i] += a * gd + bx * (xs[i] - mu) + k;
+                }
+            } else {
+                for (int64_t i = 0; i < HW; i++) o[i] += a * ds[i] + bx * (xs[i] - mu) + k;
+            }
+        }
+    }
+    return GBTD_OK;
+}
+
+int gbtd_bn_forward_train(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                          const float *beta, float eps, float momentum, float *running_mean,
+                          float *running_var, float *mean, float *rstd, float *y)
+{
+    return forward_train("bn_forward_train", s, x, gamma, beta, eps, momentum, running_mean,
+                         running_var, mean, rstd, y, 0);
+}
+
+int gbtd_bn_relu_forward_train(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                               const float *beta, float eps, float momentum,
+                               float *running_mean, float *running_var, float *mean,
+                               float *rstd, float *y)
+{
+    return forward_train("bn_relu_forward_train", s, x, gamma, beta, eps, momentum, running_mean,
+                         running_var, mean, rstd, y, 1);
+}
+
+int gbtd_bn_forward_eval(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                         const float *beta, float eps, const float *running_mean,
+                         const float *running_var, float *y)
+{
+    return forward_eval("bn_forward_eval", s, x, gamma, beta, eps, running_mean, running_var, y, 0);
+}
+
+int gbtd_bn_relu_forward_eval(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                              const float *beta, float eps, const float *running_mean,
+                              const float *running_var, float *y)
+{
+    return forward_eval("bn_relu_forward_eval", s, x, gamma, beta, eps, running_mean, running_var,
+                        y, 1);
+}
+
+int gbtd_bn_backward(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                     const float *mean, const float *rstd, const float *dy, float *dx,
+                     float *dgamma, float *dbeta)
+{
+    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, dy, dx, dgamma, dbeta);
+}
+
+int gbtd_bn_relu_backward(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                          const float *mean, const float *rstd, const float *y,
+                          const float *dy, float *dx, float *dgamma, float *dbeta)
+{
+    if (!y) return gbtd_error(GBTD_EINVAL, "bn_relu_backward: y is NULL");
+    return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, dy, dx, dgamma, dbeta);
+}

@@ -1,0 +1,444 @@
+/* gbtd nn: fast 2-d convolution (groups = 1 through OpenBLAS sgemm, grouped through im2col per
+ * group and register-blocked small GEMMs, depthwise through direct loops), OpenMP over images,
+ * groups or channels. See ops.h for the contract. */
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "core/blas.h"
+#include "nn/gemm_small.h"
+#include "nn/ops_internal.h"
+
+typedef struct conv_plan {
+    gbtd_conv2d_shape s;
+    int64_t cig, cog, kg, hw, hwo, wcount;
+    int direct;    /* 1x1, stride 1, pad 0: the input is its own im2col matrix */
+    int depthwise; /* groups == c_in */
+    int use_blas;  /* per-group GEMMs large enough for OpenBLAS */
+    size_t col_len, per_thread;
+} conv_plan;
+
+static size_t round16(size_t v) { return (v + 15) / 16 * 16; }
+
+static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
+{
+    GBTD_CHECK(nn_conv_shape(fn, s0, &p->s));
+    const gbtd_conv2d_shape *s = &p->s;
+    p->cig = s->c_in / s->groups;
+    p->cog = s->c_out / s->groups;
+    p->kg = p->cig * s->kh * s->kw;
+    p->hw = s->h * s->w;
+    p->hwo = s->h_out * s->w_out;
+    p->wcount = s->c_out * p->kg;
+    p->direct = s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad == 0;
+    p->depthwise = s->groups > 1 && p->cig == 1;
+    p->use_blas = s->groups == 1 || (p->cog >= 32 && p->kg >= 32);
+    p->col_len = (p->direct || p->depthwise) ? 0 : round16((size_t)(p->kg * p->hwo));
+    p->per_thread = p->depthwise ? 0 : p->col_len + round16((size_t)p->wcount);
+    return GBTD_OK;
+}
+
+static int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+size_t gbtd_conv2d_workspace_size(const gbtd_conv2d_shape *s, int threads)
+{
+    conv_plan p;
+    if (plan_make("conv2d_workspace_size", s, &p) != GBTD_OK) return 0;
+    if (threads <= 0) threads = gbtd_get_threads();
+    if (threads < 1) threads = 1;
+    return p.per_thread * (size_t)threads;
+}
+
+/* Threads the workspace allows, capped by `work` items; GBTD_EINVAL if it allows none. */
+static int usable_threads(const char *fn, const conv_plan *p, const float *ws, size_t ws_len,
+                          int64_t work, int *nt)
+{
+    int t = max_threads();
+    if (p->per_thread > 0) {
+        if (!ws || ws_len < p->per_thread)
+            return gbtd_error(GBTD_EINVAL, "%s: workspace of %zu floats, need %zu (see "
+                              "gbtd_conv2d_workspace_size)", fn, ws ? ws_len : (size_t)0,
+                              p->per_thread);
+        const size_t fit = ws_len / p->per_thread;
+        if ((size_t)t > fit) t = (int)fit;
+    }
+    if ((int64_t)t > work) t = (int)work;
+    *nt = t < 1 ? 1 : t;
+    return GBTD_OK;
+}
+
+/* ---- im2col / col2im for one group of one image -------------------------------------------- */
+
+static void j_range(const gbtd_conv2d_shape *s, int64_t q, int64_t *lo, int64_t *hi)
+{
+    const int64_t a = s->pad - q; /* need j * stride >= a */
+    *lo = a <= 0 ? 0 : (a + s->stride - 1) / s->stride;
+    const int64_t b = s->w - 1 + s->pad - q; /* need j * stride <= b */
+    *hi = b < 0 ? 0 : b / s->stride + 1;
+    if (*hi > s->w_out) *hi = s->w_out;
+    if (*lo > *hi) *lo = *hi;
+}
+
+static void im2col(const conv_plan *p, const float *x, float *col)
+{
+    const gbtd_conv2d_shape *s = &p->s;
+    for (int64_t c = 0; c < p->cig; c++)
+        for (int64_t pp = 0; pp < s->kh; pp++)
+            for (int64_t q = 0; q < s->kw; q++) {
+                float *row = col + ((c * s->kh + pp) * s->kw + q) * p->hwo;
+                int64_t lo, hi;
+                j_range(s, q, &lo, &hi);
+                for (int64_t i = 0; i < s->h_out; i++) {
+                    float *r = row + i * s->w_out;
+                    const int64_t iy = i * s->stride + pp - s->pad;
+                    if (iy < 0 || iy >= s->h) {
+                        memset(r, 0, sizeof(float) * (size_t)s->w_out);
+                        continue;
+                    }
+                    const float *xr = x + (c * s->h + iy) * s->w + q - s->pad;
+                    for (int64_t j = 0; j < lo; j++) r[j] = 0.0f;
+                    if (s->stride == 1)
+                        memcpy(r + lo, xr + lo, sizeof(float) * (size_t)(hi - lo));
+                    else
+                        for (int64_t j = lo; j < hi; j++) r[j] = xr[j * s->stride];
+                    for (int64_t j = hi; j < s->w_out; j++) r[j] = 0.0f;
+                }
+            }
+}
+
+static void col2im_add(const conv_plan *p, const float *col, float *dx)
+{
+    const gbtd_conv2d_shape *s = &p->s;
+    for (int64_t c = 0; c < p->cig; c++)
+        for (int64_t pp = 0; pp < s->kh; pp++)
+            for (int64_t q = 0; q < s->kw; q++) {
+                const float *row = col + ((c * s->kh + pp) * s->kw + q) * p->hwo;
+                int64_t lo, hi;
+                j_range(s, q, &lo, &hi);
+                for (int64_t i = 0; i < s->h_out; i++) {
+                    const int64_t iy = i * s->stride + pp - s->pad;
+                    if (iy < 0 || iy >= s->h) continue;
+                    const float *r = row + i * s->w_out;
+                    float *xr = dx + (c * s->h + iy) * s->w + q - s->pad;
+                    if (s->stride == 1)
+                        for (int64_t j = lo; j < hi; j++) xr[j] += r[j];
+                    else
+                        for (int64_t j = lo; j < hi; j++) xr[j * s->stride] += r[j];
+                }
+            }
+}
+
+/* ---- GEMM dispatch ------------------------------------------------------------------------- */
+
+/* C (M x N) (+)= A (M x K) B (K x N), all row-major and contiguous; transA: A stored K x M. */
+static void gemm_nn(const conv_plan *p, int transA, int64_t M, int64_t N, int64_t K,
+                    const float *A, const float *B, float *C, int beta0)
+{
+    if (p->use_blas) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, CblasNoTrans, (blasint)M,
+                    (blasint)N, (blasint)K, 1.0f, A, transA ? (blasint)M : (blasint)K, B,
+                    (blasint)N, beta0 ? 0.0f : 1.0f, C, (blasint)N);
+    } else if (transA) {
+        nn_gemm_small_nn(M, N, K, A, 1, M, B, N, C, N, beta0);
+    } else {
+        nn_gemm_small_nn(M, N, K, A, K, 1, B, N, C, N, beta0);
+    }
+}
+
+/* C (M x N) += A (M x L) B (N x L)^T. */
+static void gemm_nt(const conv_plan *p, int64_t M, int64_t N, int64_t L, const float *A,
+                    const float *B, float *C)
+{
+    if (p->use_blas)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, (blasint)N, (blasint)L,
+                    1.0f, A, (blasint)L, B, (blasint)L, 1.0f, C, (blasint)N);
+    else
+        nn_gemm_small_nt(M, N, L, A, L, B, L, C, N);
+}
+
+/* ---- depthwise ---------------------------------------------------------------------------- */
+
+static inline __attribute__((always_inline)) void dw_fwd_plane_body(const gbtd_conv2d_shape *s,
+                                                                    const float *x, const float *w,
+                                                                    float bias, float *y)
+{
+    for (int64_t t = 0; t < s->h_out * s->w_out; t++) y[t] = bias;
+    for (int64_t i = 0; i < s->h_out; i++) {
+        float *yr = y + i * s->w_out;
+        for (int64_t pp = 0; pp < s->kh; pp++) {
+            const int64_t iy = i * s->stride + pp - s->pad;
+            if (iy < 0 || iy >= s->h) continue;
+            for (int64_t q = 0; q < s->kw; q++) {
+                int64_t lo, hi;
+                j_range(s, q, &lo, &hi);
+                const float wv = w[pp * s->kw + q];
+                const float *xr = x + iy * s->w + q - s->pad;
+                if (s->stride == 1)
+                    for (int64_t j = lo; j < hi; j++) yr[j] += wv * xr[j];
+                else
+                    for (int64_t j = lo; j < hi; j++) yr[j] += wv * xr[j * s->stride];
+            }
+        }
+    }
+}
+
+/* dx_plane += conv^T(dy_plane); dw_taps += dy (*) x, for one (image, output channel). */
+static inline __attribute__((always_inline)) void dw_bwd_plane_body(const gbtd_conv2d_shape *s,
+                                                                    const float *x, const float *w,
+                                                                    const float *dy, float *dx,
+                                                                    float *dwacc)
+{
+    for (int64_t i = 0; i < s->h_out; i++) {
+        const float *dyr = dy + i * s->w_out;
+        for (int64_t pp = 0; pp < s->kh; pp++) {
+            const int64_t iy = i * s->stride + pp - s->pad;
+            if (iy < 0 || iy >= s->h) continue;
+            for (int64_t q = 0; q < s->kw; q++) {
+                int64_t lo, hi;
+                j_range(s, q, &lo, &hi);
+                const int64_t off = iy * s->w + q - s->pad;
+                if (dwacc) {
+                    const float *xr = x + off;
+                    float acc = 0.0f;
+                    if (s->stride == 1)
+                        for (int64_t j = lo; j < hi; j++) acc += dyr[j] * xr[j];
+                    else
+                        for (int64_t j = lo; j < hi; j++) acc += dyr[j] * xr[j * s->stride];
+                    dwacc[pp * s->kw + q] += acc;
+                }
+                if (dx) {
+                    const float wv = w[pp * s->kw + q];
+                    float *xr = dx + off;
+                    if (s->stride == 1)
+                        for (int64_t j = lo; j < hi; j++) xr[j] += wv * dyr[j];
+                    else
+                        for (int64_t j = lo; j < hi; j++) xr[j * s->stride] += wv * dyr[j];
+                }
+            }
+        }
+    }
+}
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+__attribute__((target("avx2,fma"))) static void dw_fwd_avx2(const gbtd_conv2d_shape *s,
+                                                             const float *x, const float *w,
+                                                             float bias, float *y)
+{
+    dw_fwd_plane_body(s, x, w, bias, y);
+}
+__attribute__((target("avx2,fma"))) static void dw_bwd_avx2(const gbtd_conv2d_shape *s,
+                                                             const float *x, const float *w,
+                                                             const float *dy, float *dx,
+                                                             float *dwacc)
+{
+    dw_bwd_plane_body(s, x, w, dy, dx, dwacc);
+}
+#define NN_DW_AVX2 1
+#endif
+
+static void dw_fwd_plane(const gbtd_conv2d_shape *s, const float *x, const float *w, float bias,
+                         float *y, int avx2)
+{
+#ifdef NN_DW_AVX2
+    if (avx2) {
+        dw_fwd_avx2(s, x, w, bias, y);
+        return;
+    }
+#endif
+    (void)avx2;
+    dw_fwd_plane_body(s, x, w, bias, y);
+}
+
+static void dw_bwd_plane(const gbtd_conv2d_shape *s, const float *x, const float *w,
+                         const float *dy, float *dx, float *dwacc, int avx2)
+{
+#ifdef NN_DW_AVX2
+    if (avx2) {
+        dw_bwd_avx2(s, x, w, dy, dx, dwacc);
+        return;
+    }
+#endif
+    (void)avx2;
+    dw_bwd_plane_body(s, x, w, dy, dx, dwacc);
+}
+
+/* ---- forward -------------------------------------------------------------------------------- */
+
+int gbtd_conv2d_forward(const gbtd_conv2d_shape *s0, const float *x, const float *wt,
+                        const float *b, float *y, float *ws, size_t ws_len)
+{
+    static const char *fn = "conv2d_forward";
+    conv_plan p;
+    GBTD_CHECK(plan_make(fn, s0, &p));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, wt);
+    NN_NONNULL(fn, y);
+    const gbtd_conv2d_shape *s = &p.s;
+    const int avx2 = nn_have_avx2();
+    int nt = 1;
+    if (p.depthwise) {
+        GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, s->n * s->c_out, &nt));
+        const int64_t planes = s->n * s->c_out;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t t = 0; t < planes; t++) {
+            const int64_t o = t % s->c_out, n = t / s->c_out;
+            const int64_t ci = o / p.cog;
+            dw_fwd_plane(s, x + (n * s->c_in + ci) * p.hw, wt + o * s->kh * s->kw, b ? b[o] : 0.0f,
+                         y + t * p.hwo, avx2);
+        }
+        return GBTD_OK;
+    }
+    GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, s->n * s->groups, &nt));
+    const int saved = nn_blas_single_begin(nt);
+    const int64_t G = s->groups, items = s->n * G;
+#pragma omp parallel num_threads(nt)
+    {
+        float *col = p.col_len ? ws + (size_t)thread_id() * p.per_thread : NULL;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < items; t++) {
+            const int64_t n = t / G, g = t % G;
+            const float *xg = x + (n * s->c_in + g * p.cig) * p.hw;
+            float *yg = y + (n * s->c_out + g * p.cog) * p.hwo;
+            const float *B = xg;
+            if (!p.direct) {
+                im2col(&p, xg, col);
+                B = col;
+            }
+            if (b)
+                for (int64_t o = 0; o < p.cog; o++) {
+                    const float bv = b[g * p.cog + o];
+                    for (int64_t k = 0; k < p.hwo; k++) yg[o * p.hwo + k] = bv;
+                }
+            gemm_nn(&p, 0, p.cog, p.hwo, p.kg, wt + g * p.cog * p.kg, B, yg, b == NULL);
+        }
+    }
+    nn_blas_single_end(saved);
+    return GBTD_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------------- */
+
+static void bwd_item(const conv_plan *p, int64_t n, int64_t g, const float *x, const float *wt,
+                     const float *dy, float *dx, float *dwt, float *col)
+{
+    const gbtd_conv2d_shape *s = &p->s;
+    const float *xg = x + (n * s->c_in + g * p->cig) * p->hw;
+    const float *dyg = dy + (n * s->c_out + g * p->cog) * p->hwo;
+    const float *wg = wt + g * p->cog * p->kg;
+    if (dwt) {
+        const float *B = xg;
+        if (!p->direct) {
+            im2col(p, xg, col);
+            B = col;
+        }
+        gemm_nt(p, p->cog, p->kg, p->hwo, dyg, B, dwt + g * p->cog * p->kg);
+    }
+    if (dx) {
+        float *dxg = dx + (n * s->c_in + g * p->cig) * p->hw;
+        if (p->direct) {
+            gemm_nn(p, 1, p->kg, p->hwo, p->cog, wg, dyg, dxg, 0);
+        } else {
+            gemm_nn(p, 1, p->kg, p->hwo, p->cog, wg, dyg, col, 1);
+            col2im_add(p, col, dxg);
+        }
+    }
+}
+
+int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const float *wt,
+                         const float *dy, float *dx, float *dw, float *db, float *ws,
+                         size_t ws_len)
+{
+    static const char *fn = "conv2d_backward";
+    conv_plan p;
+    GBTD_CHECK(plan_make(fn, s0, &p));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, wt);
+    NN_NONNULL(fn, dy);
+    const gbtd_conv2d_shape *s = &p.s;
+    int nt = 1;
+    GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, p.depthwise ? s->c_in : s->n * s->groups, &nt));
+    if (db) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t o = 0; o < s->c_out; o++) {
+            double acc = 0.0;
+            for (int64_t n = 0; n < s->n; n++) {
+                const float *r = dy + (n * s->c_out + o) * p.hwo;
+                float part = 0.0f;
+                for (int64_t k = 0; k < p.hwo; k++) part += r[k];
+                acc += part;
+            }
+            db[o] += (float)acc;
+        }
+    }
+    if (!dx && !dw) return GBTD_OK;
+    if (p.depthwise) {
+        const int avx2 = nn_have_avx2();
+        const int64_t taps = s->kh * s->kw;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t ci = 0; ci < s->c_in; ci++)
+            for (int64_t o = ci * p.cog; o < (ci + 1) * p.cog; o++)
+                for (int64_t n = 0; n < s->n; n++)
+                    dw_bwd_plane(s, x + (n * s->c_in + ci) * p.hw, wt + o * taps,
+                                 dy + (n * s->c_out + o) * p.hwo,
+                                 dx ? dx + (n * s->c_in + ci) * p.hw : NULL,
+                                 dw ? dw + o * taps : NULL, avx2);
+        return GBTD_OK;
+    }
+    const int64_t G = s->groups;
+    const int saved = nn_blas_single_begin(nt);
+    if (nt == 1) {
+        for (int64_t n = 0; n < s->n; n++)
+            for (int64_t g = 0; g < G; g++) bwd_item(&p, n, g, x, wt, dy, dx, dw, ws);
+    } else if (G >= nt) {
+        /* Each thread owns whole groups: their weight gradients and input channels are its own. */
+#pragma omp parallel num_threads(nt)
+        {
+            float *col = ws + (size_t)thread_id() * p.per_thread;
+#pragma omp for schedule(static)
+            for (int64_t g = 0; g < G; g++)
+                for (int64_t n = 0; n < s->n; n++) bwd_item(&p, n, g, x, wt, dy, dx, dw, col);
+        }
+    } else {
+        /* Threads split the images; each accumulates a private weight gradient, summed after.
+         * All nt private buffers are zeroed first, in case the runtime starts fewer threads. */
+        if (dw)
+            for (int t = 0; t < nt; t++)
+                memset(ws + (size_t)t * p.per_thread + p.col_len, 0, sizeof(float) * (size_t)p.wcount);
+#pragma omp parallel num_threads(nt)
+        {
+            float *col = ws + (size_t)thread_id() * p.per_thread;
+            float *dwp = dw ? col + p.col_len : NULL;
+#pragma omp for schedule(static)
+            for (int64_t n = 0; n < s->n; n++)
+                for (int64_t g = 0; g < G; g++) bwd_item(&p, n, g, x, wt, dy, dx, dwp, col);
+        }
+        if (dw) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+            for (int64_t k = 0; k < p.wcount; k++) {
+                float acc = 0.0f;
+                for (int t = 0; t < nt; t++) acc += ws[(size_t)t * p.per_thread + p.col_len + (size_t)k];
+                dw[k] += acc;
+            }
+        }
+    }
+    nn_blas_single_end(saved);
+    return GBTD_OK;
+}

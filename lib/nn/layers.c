@@ -1,0 +1,405 @@
+/* gbtd nn: ReLU, residual add, pooling, linear, softmax cross-entropy, option-A shortcut. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/blas.h"
+#include "nn/ops_internal.h"
+
+/* ---- element-wise ------------------------------------------------------------------------- */
+
+int gbtd_relu_forward(int64_t len, const float *x, float *y)
+{
+    NN_ATLEAST("relu_forward", len, 1);
+    NN_NONNULL("relu_forward", x);
+    NN_NONNULL("relu_forward", y);
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (int64_t i = 0; i < len; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    return GBTD_OK;
+}
+
+int gbtd_relu_backward(int64_t len, const float *y, const float *dy, float *dx)
+{
+    NN_ATLEAST("relu_backward", len, 1);
+    NN_NONNULL("relu_backward", y);
+    NN_NONNULL("relu_backward", dy);
+    if (!dx) return GBTD_OK;
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (int64_t i = 0; i < len; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    return GBTD_OK;
+}
+
+int gbtd_add_forward(int64_t len, const float *a, const float *b, float *y)
+{
+    NN_ATLEAST("add_forward", len, 1);
+    NN_NONNULL("add_forward", a);
+    NN_NONNULL("add_forward", b);
+    NN_NONNULL("add_forward", y);
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (int64_t i = 0; i < len; i++) y[i] = a[i] + b[i];
+    return GBTD_OK;
+}
+
+int gbtd_add_backward(int64_t len, const float *dy, float *da, float *db)
+{
+    NN_ATLEAST("add_backward", len, 1);
+    NN_NONNULL("add_backward", dy);
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (int64_t i = 0; i < len; i++) {
+        if (da) da[i] += dy[i];
+        if (db) db[i] += dy[i];
+    }
+    return GBTD_OK;
+}
+
+int gbtd_add_relu_forward(int64_t len, const float *a, const float *b, float *y)
+{
+    NN_ATLEAST("add_relu_forward", len, 1);
+    NN_NONNULL("add_relu_forward", a);
+    NN_NONNULL("add_relu_forward", b);
+    NN_NONNULL("add_relu_forward", y);
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (int64_t i = 0; i < len; i++) {
+        const float v = a[i] + b[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+    return GBTD_OK;
+}
+
+int gbtd_add_relu_backward(int64_t len, const float *y, const float *dy, float *da, float *db)
+{
+    NN_ATLEAST("add_relu_backward", len, 1);
+    NN_NONNULL("add_relu_backward", y);
+    NN_NONNULL("add_relu_backward", dy);
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (int64_t i = 0; i < len; i++) {
+        const float g = y[i] > 0.0f ? dy[i] : 0.0f;
+        if (da) da[i] += g;
+        if (db) db[i] += g;
+    }
+    return GBTD_OK;
+}
+
+/* ---- pooling ------------------------------------------------------------------------------ */
+
+int gbtd_maxpool2d_forward(const gbtd_pool2d_shape *s0, const float *x, float *y,
+                           int32_t *argmax)
+{
+    static const char *fn = "maxpool2d_forward";
+    gbtd_pool2d_shape s;
+    GBTD_CHECK(nn_pool_shape(fn, s0, &s));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, y);
+    NN_NONNULL(fn, argmax);
+    const int64_t planes = s.n * s.c, hw = s.h * s.w, hwo = s.h_out * s.w_out;
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * hw;
+        for (int64_t i = 0; i < s.h_out; i++)
+            for (int64_t j = 0; j < s.w_out; j++) {
+                float best = -FLT_MAX;
+                int64_t arg = -1;
+                for (int64_t p = 0; p < s.k; p++) {
+                    const int64_t iy = i * s.stride + p - s.pad;
+                    if (iy < 0 || iy >= s.h) continue;
+                    for (int64_t q = 0; q < s.k; q++) {
+                        const int64_t ix = j * s.stride + q - s.pad;
+                        if (ix < 0 || ix >= s.w) continue;
+                        const float v = xp[iy * s.w + ix];
+                        if (arg < 0 || v > best || isnan(v)) {
+                            best = v;
+                            arg = iy * s.w + ix;
+                            if (isnan(v)) goto found; /* NaN propagates, as in PyTorch */
+                        }
+                    }
+                }
+            found:
+                y[pl * hwo + i * s.w_out + j] = best;
+                argmax[pl * hwo + i * s.w_out + j] = (int32_t)arg;
+            }
+    }
+    return GBTD_OK;
+}
+
+int gbtd_maxpool2d_backward(const gbtd_pool2d_shape *s0, const int32_t *argmax, const float *dy,
+                            float *dx)
+{
+    static const char *fn = "maxpool2d_backward";
+    gbtd_pool2d_shape s;
+    GBTD_CHECK(nn_pool_shape(fn, s0, &s));
+    NN_NONNULL(fn, argmax);
+    NN_NONNULL(fn, dy);
+    if (!dx) return GBTD_OK;
+    const int64_t planes = s.n * s.c, hw = s.h * s.w, hwo = s.h_out * s.w_out;
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t t = 0; t < hwo; t++) {
+            const int32_t a = argmax[pl * hwo + t];
+            if (a >= 0 && a < hw) dx[pl * hw + a] += dy[pl * hwo + t];
+        }
+    return GBTD_OK;
+}
+
+int gbtd_avgpool2d_forward(const gbtd_pool2d_shape *s0, const float *x, float *y)
+{
+    static const char *fn = "avgpool2d_forward";
+    gbtd_pool2d_shape s;
+    GBTD_CHECK(nn_pool_shape(fn, s0, &s));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, y);
+    const int64_t planes = s.n * s.c, hw = s.h * s.w, hwo = s.h_out * s.w_out;
+    const float inv = 1.0f / (float)(s.k * s.k);
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t i = 0; i < s.h_out; i++)
+            for (int64_t j = 0; j < s.w_out; j++) {
+                float acc = 0.0f;
+                for (int64_t p = 0; p < s.k; p++) {
+                    const int64_t iy = i * s.stride + p - s.pad;
+                    if (iy < 0 || iy >= s.h) continue;
+                    for (int64_t q = 0; q < s.k; q++) {
+                        const int64_t ix = j * s.stride + q - s.pad;
+                        if (ix >= 0 && ix < s.w) acc += x[pl * hw + iy * s.w + ix];
+                    }
+                }
+                y[pl * hwo + i * s.w_out + j] = acc * inv;
+            }
+    return GBTD_OK;
+}
+
+int gbtd_avgpool2d_backward(const gbtd_pool2d_shape *s0, const float *dy, float *dx)
+{
+    static const char *fn = "avgpool2d_backward";
+    gbtd_pool2d_shape s;
+    GBTD_CHECK(nn_pool_shape(fn, s0, &s));
+    NN_NONNULL(fn, dy);
+    if (!dx) return GBTD_OK;
+    const int64_t planes = s.n * s.c, hw = s.h * s.w, hwo = s.h_out * s.w_out;
+    const float inv = 1.0f / (float)(s.k * s.k);
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t i = 0; i < s.h_out; i++)
+            for (int64_t j = 0; j < s.w_out; j++) {
+                const float g = dy[pl * hwo + i * s.w_out + j] * inv;
+                for (int64_t p = 0; p < s.k; p++) {
+                    const int64_t iy = i * s.stride + p - s.pad;
+                    if (iy < 0 || iy >= s.h) continue;
+                    for (int64_t q = 0; q < s.k; q++) {
+                        const int64_t ix = j * s.stride + q - s.pad;
+                        if (ix >= 0 && ix < s.w) dx[pl * hw + iy * s.w + ix] += g;
+                    }
+                }
+            }
+    return GBTD_OK;
+}
+
+int gbtd_global_avgpool_forward(int64_t n, int64_t c, int64_t hw, const float *x, float *y)
+{
+    static const char *fn = "global_avgpool_forward";
+    NN_ATLEAST(fn, n, 1);
+    NN_ATLEAST(fn, c, 1);
+    NN_ATLEAST(fn, hw, 1);
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, y);
+    const int64_t planes = n * c;
+#pragma omp parallel for schedule(static) if (planes * hw > 65536)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        double acc = 0.0;
+        for (int64_t t = 0; t < hw; t++) acc += x[pl * hw + t];
+        y[pl] = (float)(acc / (double)hw);
+    }
+    return GBTD_OK;
+}
+
+int gbtd_global_avgpool_backward(int64_t n, int64_t c, int64_t hw, const float *dy, float *dx)
+{
+    static const char *fn = "global_avgpool_backward";
+    NN_ATLEAST(fn, n, 1);
+    NN_ATLEAST(fn, c, 1);
+    NN_ATLEAST(fn, hw, 1);
+    NN_NONNULL(fn, dy);
+    if (!dx) return GBTD_OK;
+    const int64_t planes = n * c;
+#pragma omp parallel for schedule(static) if (planes * hw > 65536)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float g = dy[pl] / (float)hw;
+        for (int64_t t = 0; t < hw; t++) dx[pl * hw + t] += g;
+    }
+    return GBTD_OK;
+}
+
+/* ---- linear ------------------------------------------------------------------------------- */
+
+static int linear_check(const char *fn, int64_t n, int64_t in, int64_t out)
+{
+    NN_ATLEAST(fn, n, 1);
+    NN_ATLEAST(fn, in, 1);
+    NN_ATLEAST(fn, out, 1);
+    blasint t;
+    GBTD_CHECK(gbtd_blas_int(n, &t));
+    GBTD_CHECK(gbtd_blas_int(in, &t));
+    GBTD_CHECK(gbtd_blas_int(out, &t));
+    int64_t e;
+    GBTD_CHECK(nn_numel(fn, &e, 2, n, in));
+    GBTD_CHECK(nn_numel(fn, &e, 2, n, out));
+    return nn_numel(fn, &e, 2, out, in);
+}
+
+int gbtd_linear_forward(int64_t n, int64_t in, int64_t out, const float *x, const float *wt,
+                        const float *b, float *y)
+{
+    static const char *fn = "linear_forward";
+    GBTD_CHECK(linear_check(fn, n, in, out));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, wt);
+    NN_NONNULL(fn, y);
+    if (b)
+        for (int64_t r = 0; r < n; r++) memcpy(y + r * out, b, sizeof(float) * (size_t)out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)out, (blasint)in,
+                1.0f, x, (blasint)in, wt, (blasint)in, b ? 1.0f : 0.0f, y, (blasint)out);
+    return GBTD_OK;
+}
+
+int gbtd_linear_backward(int64_t n, int64_t in, int64_t out, const float *x, const float *wt,
+                         const float *dy, float *dx, float *dw, float *db)
+{
+    static const char *fn = "linear_backward";
+    GBTD_CHECK(linear_check(fn, n, in, out));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, wt);
+    NN_NONNULL(fn, dy);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)in,
+                    (blasint)out, 1.0f, dy, (blasint)out, wt, (blasint)in, 1.0f, dx, (blasint)in);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)out, (blasint)in, (blasint)n,
+                    1.0f, dy, (blasint)out, x, (blasint)in, 1.0f, dw, (blasint)in);
+    if (db)
+        for (int64_t o = 0; o < out; o++) {
+            double acc = 0.0;
+            for (int64_t r = 0; r < n; r++) acc += dy[r * out + o];
+            db[o] += (float)acc;
+        }
+    return GBTD_OK;
+}
+
+/* ---- softmax cross-entropy ---------------------------------------------------------------- */
+
+int gbtd_xent_forward(int64_t n, int64_t k, const float *logits, const int32_t *labels,
+                      float smoothing, float *probs, float *losses, float *loss)
+{
+    static const char *fn = "xent_forward";
+    NN_ATLEAST(fn, n, 1);
+    NN_ATLEAST(fn, k, 1);
+    NN_NONNULL(fn, logits);
+    NN_NONNULL(fn, labels);
+    NN_NONNULL(fn, probs);
+    NN_NONNULL(fn, loss);
+    if (!(smoothing >= 0.0f && smoothing <= 1.0f))
+        return gbtd_error(GBTD_EINVAL, "%s: label smoothing %g not in [0, 1]", fn, (double)smoothing);
+    for (int64_t r = 0; r < n; r++)
+        if (labels[r] < 0 || labels[r] >= k)
+            return gbtd_error(GBTD_ERANGE, "%s: label %d of row %lld not in [0, %lld)", fn,
+                              (int)labels[r], (long long)r, (long long)k);
+    double total = 0.0;
+    for (int64_t r = 0; r < n; r++) {
+        const float *z = logits + r * k;
+        float *p = probs + r * k;
+        float mx = z[0];
+        for (int64_t j = 1; j < k; j++) mx = z[j] > mx ? z[j] : mx;
+        double se = 0.0, sz = 0.0;
+        for (int64_t j = 0; j < k; j++) {
+            const float e = expf(z[j] - mx);
+            p[j] = e;
+            se += e;
+            sz += (double)z[j] - mx;
+        }
+        const float inv = (float)(1.0 / se);
+        for (int64_t j = 0; j < k; j++) p[j] *= inv;
+        const double lse = log(se); /* log-sum-exp of z - mx */
+        const double nll = lse - ((double)z[labels[r]] - mx);
+        const double l = (1.0 - smoothing) * nll + smoothing * (lse - sz / (double)k);
+        if (losses) losses[r] = (float)l;
+        total += l;
+    }
+    *loss = (float)(total / (double)n);
+    return GBTD_OK;
+}
+
+int gbtd_xent_backward(int64_t n, int64_t k, const float *probs, const int32_t *labels,
+                       float smoothing, float dloss, float *dlogits)
+{
+    static const char *fn = "xent_backward";
+    NN_ATLEAST(fn, n, 1);
+    NN_ATLEAST(fn, k, 1);
+    NN_NONNULL(fn, probs);
+    NN_NONNULL(fn, labels);
+    if (!dlogits) return GBTD_OK;
+    for (int64_t r = 0; r < n; r++)
+        if (labels[r] < 0 || labels[r] >= k)
+            return gbtd_error(GBTD_ERANGE, "%s: label %d of row %lld not in [0, %lld)", fn,
+                              (int)labels[r], (long long)r, (long long)k);
+    const float scale = dloss / (float)n, off = smoothing / (float)k;
+    for (int64_t r = 0; r < n; r++) {
+        for (int64_t j = 0; j < k; j++) dlogits[r * k + j] += scale * (probs[r * k + j] - off);
+        dlogits[r * k + labels[r]] -= scale * (1.0f - smoothing);
+    }
+    return GBTD_OK;
+}
+
+/* ---- option-A shortcut -------------------------------------------------------------------- */
+
+static int shortcut_check(const char *fn, int64_t n, int64_t c, int64_t h, int64_t w,
+                          int64_t pad_c)
+{
+    NN_ATLEAST(fn, n, 1);
+    NN_ATLEAST(fn, c, 1);
+    NN_ATLEAST(fn, h, 1);
+    NN_ATLEAST(fn, w, 1);
+    NN_ATLEAST(fn, pad_c, 0);
+    int64_t e;
+    GBTD_CHECK(nn_numel(fn, &e, 4, n, c, h, w));
+    return nn_numel(fn, &e, 4, n, c + 2 * pad_c, (h + 1) / 2, (w + 1) / 2);
+}
+
+int gbtd_shortcut_a_forward(int64_t n, int64_t c, int64_t h, int64_t w, int64_t pad_c,
+                            const float *x, float *y)
+{
+    static const char *fn = "shortcut_a_forward";
+    GBTD_CHECK(shortcut_check(fn, n, c, h, w, pad_c));
+    NN_NONNULL(fn, x);
+    NN_NONNULL(fn, y);
+    const int64_t co = c + 2 * pad_c, ho = (h + 1) / 2, wo = (w + 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n * co; t++) {
+        const int64_t b = t / co, ci = t % co - pad_c;
+        float *yp = y + t * ho * wo;
+        if (ci < 0 || ci >= c) {
+            memset(yp, 0, sizeof(float) * (size_t)(ho * wo));
+            continue;
+        }
+        const float *xp = x + (b * c + ci) * h * w;
+        for (int64_t i = 0; i < ho; i++)
+            for (int64_t j = 0; j < wo; j++) yp[i * wo + j] = xp[2 * i * w + 2 * j];
+    }
+    return GBTD_OK;
+}
+
+int gbtd_shortcut_a_backward(int64_t n, int64_t c, int64_t h, int64_t w, int64_t pad_c,
+                             const float *dy, float *dx)
+{
+    static const char *fn = "shortcut_a_backward";
+    GBTD_CHECK(shortcut_check(fn, n, c, h, w, pad_c));
+    NN_NONNULL(fn, dy);
+    if (!dx) return GBTD_OK;
+    const int64_t co = c + 2 * pad_c, ho = (h + 1) / 2, wo = (w + 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n * c; t++) {
+        const int64_t b = t / c, ci = t % c;
+        const float *dp = dy + ((b * co + ci + pad_c) * ho) * wo;
+        float *xp = dx + t * h * w;
+        for (int64_t i = 0; i < ho; i++)
+            for (int64_t j = 0; j < wo; j++) xp[2 * i * w + 2 * j] += dp[i * wo + j];
+    }
+    return GBTD_OK;
+}

@@ -1,0 +1,37 @@
+/* gbtd nn: helpers shared by the layer kernels (not installed). */
+#ifndef GBTD_NN_OPS_INTERNAL_H
+#define GBTD_NN_OPS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "nn/ops.h"
+
+/* GBTD_EINVAL naming `what` in function `fn` when p is NULL. */
+#define NN_NONNULL(fn, p)                                                                         \
+    do {                                                                                          \
+        if (!(p)) return gbtd_error(GBTD_EINVAL, "%s: %s is NULL", (fn), #p);                    \
+    } while (0)
+
+/* GBTD_EINVAL when v < lo. */
+#define NN_ATLEAST(fn, v, lo)                                                                     \
+    do {                                                                                          \
+        if ((int64_t)(v) < (int64_t)(lo))                                                         \
+            return gbtd_error(GBTD_EINVAL, "%s: %s = %lld must be >= %lld", (fn), #v,            \
+                              (long long)(v), (long long)(lo));                                   \
+    } while (0)
+
+/* Product of sizes, checked against overflow; 0 on success. */
+int nn_numel(const char *fn, int64_t *out, int count, ...);
+
+/* Validated copy of a conv / pool shape (the caller's struct is const). */
+int nn_conv_shape(const char *fn, const gbtd_conv2d_shape *in, gbtd_conv2d_shape *out);
+int nn_pool_shape(const char *fn, const gbtd_pool2d_shape *in, gbtd_pool2d_shape *out);
+int nn_bn_shape(const char *fn, const gbtd_bn_shape *s);
+
+/* OpenBLAS thread count around OpenMP regions that call BLAS from several threads. */
+int nn_blas_single_begin(int omp_threads);
+void nn_blas_single_end(int saved);
+
+#endif

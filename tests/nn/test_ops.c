@@ -1,0 +1,660 @@
+/* Tests of the layer kernels (lib/nn/ops.h), C only:
+ *  1. every backward of the double-precision reference twins against central finite differences
+ *     of the matching forward (ReLU / max-pool kinks kept away: inputs at least 0.05 from 0 and
+ *     pool inputs on a grid with spacing 0.01, far above the step 1e-6);
+ *  2. the fast float kernels against the float reference twins on many shapes (odd sizes, stride 2,
+ *     padding, groups 1/2/4/depthwise, channel multiplier, batch 1), tolerance from the
+ *     accumulation length times the sum of absolute terms;
+ *  3. gradients accumulate (never overwrite) and a shared weight sums the gradients of its uses;
+ *  4. every error code of the public kernels. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check.h"
+#include "nn/ops.h"
+
+static gbtd_rng *rng;
+static const double U32 = 5.9604644775390625e-8; /* float32 unit roundoff 2^-24 */
+
+static double *dvec(int64_t n, double lo, double hi)
+{
+    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * gbtd_rng_uniform(rng);
+    return v;
+}
+
+/* Uniform values with |v| >= 0.05 (kinks of ReLU out of reach of a 1e-6 step). */
+static double *dvec_away(int64_t n)
+{
+    double *v = dvec(n, -1.0, 1.0);
+    for (int64_t i = 0; i < n; i++) v[i] = v[i] < 0 ? v[i] - 0.05 : v[i] + 0.05;
+    return v;
+}
+
+static float *fvec(int64_t n, double lo, double hi)
+{
+    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) v[i] = (float)(lo + (hi - lo) * gbtd_rng_uniform(rng));
+    return v;
+}
+
+static float *fzeros(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(float)); }
+static double *dzeros(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(double)); }
+
+static double dot(const double *a, const double *b, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* ---- 1. finite differences ------------------------------------------------------------------
+ * A layer is f: (inputs) -> y. With a random cotangent r, L = <f(x), r>; backward with dy = r
+ * gives dL/dx, compared with (L(x + h e_i) - L(x - h e_i)) / 2h at every index (shapes small).
+ * Error of the difference: h^2/6 |L'''| + eps |L| / h ~ 1e-12 + 1e-10; bound 1e-7 (1 + |g|). */
+typedef double (*loss_fn)(void *ctx);
+
+static void fd_check(const char *name, loss_fn L, void *ctx, double *param, int64_t n,
+                     const double *grad)
+{
+    const double h = 1e-6;
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double keep = param[i];
+        param[i] = keep + h;
+        const double lp = L(ctx);
+        param[i] = keep - h;
+        const double lm = L(ctx);
+        param[i] = keep;
+        const double fd = (lp - lm) / (2 * h);
+        const double err = fabs(fd - grad[i]) / (1.0 + fabs(grad[i]));
+        if (err > worst) worst = err;
+    }
+    CHECK_LE(worst, 1e-7, name);
+}
+
+typedef struct conv_ctx {
+    gbtd_conv2d_shape s;
+    double *x, *w, *b, *r, *y;
+} conv_ctx;
+
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    gbtd_conv2d_forward_refd(&c->s, c->x, c->w, c->b, c->y);
+    return dot(c->y, c->r, c->s.n * c->s.c_out * c->s.h_out * c->s.w_out);
+}
+
+static void fd_conv(const char *tag, gbtd_conv2d_shape s)
+{
+    gbtd_conv2d_shape_init(&s);
+    const int64_t nx = s.n * s.c_in * s.h * s.w, nw = gbtd_conv2d_weight_count(&s);
+    const int64_t ny = s.n * s.c_out * s.h_out * s.w_out;
+    conv_ctx c = {s, dvec(nx, -1, 1), dvec(nw, -1, 1), dvec(s.c_out, -1, 1), dvec(ny, -1, 1),
+                  dzeros(ny)};
+    double *dx = dzeros(nx), *dw = dzeros(nw), *db = dzeros(s.c_out);
+    char name[160];
+    snprintf(name, sizeof name, "conv %s: backward_refd runs", tag);
+    CHECK_OK(gbtd_conv2d_backward_refd(&s, c.x, c.w, c.r, dx, dw, db), name);
+    snprintf(name, sizeof name, "conv %s: dx = finite differences (double)", tag);
+    fd_check(name, conv_loss, &c, c.x, nx, dx);
+    snprintf(name, sizeof name, "conv %s: dw = finite differences (double)", tag);
+    fd_check(name, conv_loss, &c, c.w, nw, dw);
+    snprintf(name, sizeof name, "conv %s: db = finite differences (double)", tag);
+    fd_check(name, conv_loss, &c, c.b, s.c_out, db);
+    free(c.x); free(c.w); free(c.b); free(c.r); free(c.y); free(dx); free(dw); free(db);
+}
+
+typedef struct bn_ctx {
+    gbtd_bn_shape s;
+    double *x, *g, *b, *r, *y, *mean, *rstd;
+} bn_ctx;
+
+static double bn_loss(void *p)
+{
+    bn_ctx *c = p;
+    gbtd_bn_forward_train_refd(&c->s, c->x, c->g, c->b, 1e-5, 0.1, NULL, NULL, c->mean, c->rstd, c->y);
+    return dot(c->y, c->r, c->s.n * c->s.c * c->s.hw);
+}
+
+static void fd_bn(void)
+{
+    const gbtd_bn_shape s = {3, 2, 5};
+    const int64_t nx = 30;
+    bn_ctx c = {s, dvec(nx, -2, 3), dvec(2, 0.5, 1.5), dvec(2, -1, 1), dvec(nx, -1, 1), dzeros(nx),
+                dzeros(2), dzeros(2)};
+    double *dx = dzeros(nx), *dg = dzeros(2), *db = dzeros(2);
+    bn_loss(&c);
+    CHECK_OK(gbtd_bn_backward_refd(&s, c.x, c.g, c.mean, c.rstd, c.r, dx, dg, db), "bn: backward_refd runs");
+    fd_check("bn: dx = finite differences (double)", bn_loss, &c, c.x, nx, dx);
+    fd_check("bn: dgamma = finite differences (double)", bn_loss, &c, c.g, 2, dg);
+    fd_check("bn: dbeta = finite differences (double)", bn_loss, &c, c.b, 2, db);
+    free(c.x); free(c.g); free(c.b); free(c.r); free(c.y); free(c.mean); free(c.rstd);
+    free(dx); free(dg); free(db);
+}
+
+typedef struct gen_ctx {
+    int kind;
+    gbtd_pool2d_shape ps;
+    int64_t n, c, h, w, k, in, out;
+    double *x, *w2, *b, *r, *y;
+    int32_t *idx;
+    double smoothing;
+} gen_ctx;
+
+enum { K_RELU, K_MAXPOOL, K_AVGPOOL, K_GAP, K_LINX, K_XENT, K_SHORTA };
+
+static int64_t gen_ny(const gen_ctx *c)
+{
+    switch (c->kind) {
+    case K_RELU: return c->n;
+    case K_MAXPOOL:
+    case K_AVGPOOL: return c->ps.n * c->ps.c * c->ps.h_out * c->ps.w_out;
+    case K_GAP: return c->n * c->c;
+    case K_LINX: return c->n * c->out;
+    case K_XENT: return 1;
+    default: return c->n * (c->c + 2 * c->k) * ((c->h + 1) / 2) * ((c->w + 1) / 2);
+    }
+}
+
+static double gen_loss(void *p)
+{
+    gen_ctx *c = p;
+    double loss = 0;
+    switch (c->kind) {
+    case K_RELU: gbtd_relu_forward_refd(c->n, c->x, c->y); break;
+    case K_MAXPOOL: gbtd_maxpool2d_forward_refd(&c->ps, c->x, c->y, c->idx); break;
+    case K_AVGPOOL: gbtd_avgpool2d_forward_refd(&c->ps, c->x, c->y); break;
+    case K_GAP: gbtd_global_avgpool_forward_refd(c->n, c->c, c->h * c->w, c->x, c->y); break;
+    case K_LINX: gbtd_linear_forward_refd(c->n, c->in, c->out, c->x, c->w2, c->b, c->y); break;
+    case K_XENT:
+        gbtd_xent_forward_refd(c->n, c->k, c->x, c->idx, c->smoothing, c->y, NULL, &loss);
+        return loss * c->r[0];
+    default: gbtd_shortcut_a_forward_refd(c->n, c->c, c->h, c->w, c->k, c->x, c->y); break;
+    }
+    return dot(c->y, c->r, gen_ny(c));
+}
+
+static void fd_simple(void)
+{
+    /* ReLU */
+    gen_ctx c = {.kind = K_RELU, .n = 40};
+    c.x = dvec_away(40); c.r = dvec(40, -1, 1); c.y = dzeros(40);
+    double *dx = dzeros(40);
+    gen_loss(&c);
+    gbtd_relu_backward_refd(40, c.y, c.r, dx);
+    fd_check("relu: dx = finite differences (double)", gen_loss, &c, c.x, 40, dx);
+    free(c.x); free(c.r); free(c.y); free(dx);
+
+    /* pools: values are a random permutation of a grid with spacing 0.01, so no ties */
+    for (int kind = K_MAXPOOL; kind <= K_AVGPOOL; kind++)
+        for (int cfg = 0; cfg < 2; cfg++) {
+            gen_ctx p = {.kind = kind};
+            p.ps = cfg ? gbtd_pool2d_shape_make(2, 2, 7, 6, 3, 2, 1) : gbtd_pool2d_shape_make(1, 3, 4, 5, 2, 2, 0);
+            gbtd_pool2d_shape_init(&p.ps);
+            const int64_t nx = p.ps.n * p.ps.c * p.ps.h * p.ps.w, ny = gen_ny(&p);
+            p.x = dzeros(nx);
+            for (int64_t i = 0; i < nx; i++) p.x[i] = 0.01 * (double)i - 0.3;
+            for (int64_t i = nx - 1; i > 0; i--) {
+                const int64_t j = (int64_t)gbtd_rng_uint(rng, (uint64_t)i + 1);
+                const double t = p.x[i]; p.x[i] = p.x[j]; p.x[j] = t;
+            }
+            p.r = dvec(ny, -1, 1); p.y = dzeros(ny); p.idx = calloc((size_t)ny, sizeof(int32_t));
+            double *g = dzeros(nx);
+            gen_loss(&p);
+            if (kind == K_MAXPOOL) gbtd_maxpool2d_backward_refd(&p.ps, p.idx, p.r, g);
+            else gbtd_avgpool2d_backward_refd(&p.ps, p.r, g);
+            char name[96];
+            snprintf(name, sizeof name, "%s pool cfg %d: dx = finite differences (double)",
+                     kind == K_MAXPOOL ? "max" : "avg", cfg);
+            fd_check(name, gen_loss, &p, p.x, nx, g);
+            free(p.x); free(p.r); free(p.y); free(p.idx); free(g);
+        }
+
+    /* global average pool */
+    {
+        gen_ctx p = {.kind = K_GAP, .n = 2, .c = 3, .h = 3, .w = 2};
+        p.x = dvec(36, -1, 1); p.r = dvec(6, -1, 1); p.y = dzeros(6);
+        double *g = dzeros(36);
+        gbtd_global_avgpool_backward_refd(2, 3, 6, p.r, g);
+        fd_check("global avgpool: dx = finite differences (double)", gen_loss, &p, p.x, 36, g);
+        free(p.x); free(p.r); free(p.y); free(g);
+    }
+    /* linear */
+    {
+        gen_ctx p = {.kind = K_LINX, .n = 3, .in = 5, .out = 4};
+        p.x = dvec(15, -1, 1); p.w2 = dvec(20, -1, 1); p.b = dvec(4, -1, 1); p.r = dvec(12, -1, 1);
+        p.y = dzeros(12);
+        double *gx = dzeros(15), *gw = dzeros(20), *gb = dzeros(4);
+        gbtd_linear_backward_refd(3, 5, 4, p.x, p.w2, p.r, gx, gw, gb);
+        fd_check("linear: dx = finite differences (double)", gen_loss, &p, p.x, 15, gx);
+        fd_check("linear: dw = finite differences (double)", gen_loss, &p, p.w2, 20, gw);
+        fd_check("linear: db = finite differences (double)", gen_loss, &p, p.b, 4, gb);
+        free(p.x); free(p.w2); free(p.b); free(p.r); free(p.y); free(gx); free(gw); free(gb);
+    }
+    /* softmax cross-entropy, with and without label smoothing */
+    for (int sm = 0; sm < 2; sm++) {
+        gen_ctx p = {.kind = K_XENT, .n = 4, .k = 5, .smoothing = sm ? 0.1 : 0.0};
+        p.x = dvec(20, -3, 3); p.r = dvec(1, 0.5, 2); p.y = dzeros(20);
+        int32_t lab[4] = {0, 4, 2, 2};
+        p.idx = lab;
+        double *g = dzeros(20);
+        gen_loss(&p);
+        gbtd_xent_backward_refd(4, 5, p.y, lab, p.smoothing, p.r[0], g);
+        fd_check(sm ? "xent smoothing 0.1: dlogits = finite differences (double)"
+                    : "xent: dlogits = finite differences (double)", gen_loss, &p, p.x, 20, g);
+        free(p.x); free(p.r); free(p.y); free(g);
+    }
+    /* option-A shortcut, odd spatial size */
+    {
+        gen_ctx p = {.kind = K_SHORTA, .n = 2, .c = 3, .h = 5, .w = 4, .k = 2};
+        const int64_t nx = 120, ny = gen_ny(&p);
+        p.x = dvec(nx, -1, 1); p.r = dvec(ny, -1, 1); p.y = dzeros(ny);
+        double *g = dzeros(nx);
+        gbtd_shortcut_a_backward_refd(2, 3, 5, 4, 2, p.r, g);
+        fd_check("shortcut A: dx = finite differences (double)", gen_loss, &p, p.x, nx, g);
+        free(p.x); free(p.r); free(p.y); free(g);
+    }
+}
+
+/* ---- 2. fast float kernels against the float reference --------------------------------------
+ * A float sum of L products has error <= L u sum |terms| (first order; FMAs only lower it); the
+ * reference sums in double and rounds once (u |ref|). The exact sum of |terms| is the same
+ * reference kernel run on |x|, |w|, |dy|. Bound: (L + 2) u sum|terms| + 2 u |ref|, and a private
+ * weight-gradient reduction over T threads adds T terms (covered by +2 up to 2 threads; we add
+ * the thread count explicitly). */
+static double max_violation(const float *got, const float *ref, const float *absref, int64_t n,
+                            double L)
+{
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double tol = (L + 2.0) * U32 * absref[i] + 2.0 * U32 * fabs(ref[i]) + 1e-30;
+        const double v = fabs((double)got[i] - (double)ref[i]) / tol;
+        if (!(v <= worst)) worst = v; /* NaN propagates */
+    }
+    return worst;
+}
+
+static void fabs_vec(float *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+}
+
+static void conv_vs_ref(gbtd_conv2d_shape s, int with_bias)
+{
+    char tag[128], name[192];
+    gbtd_conv2d_shape_init(&s);
+    snprintf(tag, sizeof tag, "n%lld c%lld>%lld %lldx%lld k%lld s%lld p%lld g%lld%s", (long long)s.n,
+             (long long)s.c_in, (long long)s.c_out, (long long)s.h, (long long)s.w, (long long)s.kh,
+             (long long)s.stride, (long long)s.pad, (long long)s.groups, with_bias ? " bias" : "");
+    const int64_t nx = s.n * s.c_in * s.h * s.w, nw = gbtd_conv2d_weight_count(&s);
+    const int64_t ny = s.n * s.c_out * s.h_out * s.w_out;
+    float *x = fvec(nx, -1, 1), *w = fvec(nw, -1, 1), *b = with_bias ? fvec(s.c_out, -1, 1) : NULL;
+    float *dy = fvec(ny, -1, 1);
+    const size_t wl = gbtd_conv2d_workspace_size(&s, 0);
+    float *ws = wl ? malloc(sizeof(float) * wl) : NULL;
+    float *y = fzeros(ny), *yr = fzeros(ny), *ya = fzeros(ny);
+    /* gradients start from a non-zero value to check accumulation */
+    float *dx = fvec(nx, -1, 1), *dw = fvec(nw, -1, 1), *db = fvec(s.c_out, -1, 1);
+    float *dxr = malloc(sizeof(float) * (size_t)nx), *dwr = malloc(sizeof(float) * (size_t)nw);
+    float *dbr = malloc(sizeof(float) * (size_t)s.c_out);
+    memcpy(dxr, dx, sizeof(float) * (size_t)nx);
+    memcpy(dwr, dw, sizeof(float) * (size_t)nw);
+    memcpy(dbr, db, sizeof(float) * (size_t)s.c_out);
+    float *dxa = fzeros(nx), *dwa = fzeros(nw), *dba = fzeros(s.c_out);
+
+    snprintf(name, sizeof name, "conv %s: forward runs", tag);
+    CHECK_OK(gbtd_conv2d_forward(&s, x, w, b, y, ws, wl), name);
+    gbtd_conv2d_forward_ref(&s, x, w, b, yr);
+    snprintf(name, sizeof name, "conv %s: backward runs", tag);
+    CHECK_OK(gbtd_conv2d_backward(&s, x, w, dy, dx, dw, b ? db : NULL, ws, wl), name);
+    gbtd_conv2d_backward_ref(&s, x, w, dy, dxr, dwr, b ? dbr : NULL);
+    /* sums of |terms|: the reference on absolute values, plus |initial gradient| */
+    fabs_vec(x, nx); fabs_vec(w, nw); fabs_vec(dy, ny);
+    if (b) fabs_vec(b, s.c_out);
+    gbtd_conv2d_forward_ref(&s, x, w, b, ya);
+    gbtd_conv2d_backward_ref(&s, x, w, dy, dxa, dwa, dba);
+    for (int64_t i = 0; i < nx; i++) dxa[i] += fabsf(dxr[i]);
+    for (int64_t i = 0; i < nw; i++) dwa[i] += fabsf(dwr[i]);
+    for (int64_t i = 0; i < s.c_out; i++) dba[i] += fabsf(dbr[i]);
+    const double cig = (double)(s.c_in / s.groups), cog = (double)(s.c_out / s.groups);
+    const double taps = (double)(s.kh * s.kw), npix = (double)(s.n * s.h_out * s.w_out);
+    const double T = gbtd_get_threads();
+    snprintf(name, sizeof name, "conv %s: forward = ref (L = cig k k)", tag);
+    CHECK_LE(max_violation(y, yr, ya, ny, cig * taps + 1), 1.0, name);
+    snprintf(name, sizeof name, "conv %s: dx = ref, accumulated (L = cog k k)", tag);
+    CHECK_LE(max_violation(dx, dxr, dxa, nx, cog * taps + 1), 1.0, name);
+    snprintf(name, sizeof name, "conv %s: dw = ref, accumulated (L = n ho wo + T)", tag);
+    CHECK_LE(max_violation(dw, dwr, dwa, nw, npix + T + 1), 1.0, name);
+    if (b) {
+        snprintf(name, sizeof name, "conv %s: db = ref, accumulated (L = n ho wo)", tag);
+        CHECK_LE(max_violation(db, dbr, dba, s.c_out, npix + 1), 1.0, name);
+    }
+    free(x); free(w); free(b); free(dy); free(ws); free(y); free(yr); free(ya);
+    free(dx); free(dw); free(db); free(dxr); free(dwr); free(dbr); free(dxa); free(dwa); free(dba);
+}
+
+static void conv_fast_cases(void)
+{
+    typedef struct { int64_t n, ci, h, w, co, k, s, p, g; int bias; } cs;
+    static const cs cases[] = {
+        {2, 3, 7, 9, 5, 3, 1, 1, 1, 1},     /* dense, odd sizes */
+        {3, 8, 9, 8, 16, 3, 2, 1, 1, 0},    /* dense, stride 2 */
+        {2, 16, 6, 5, 8, 1, 1, 0, 1, 1},    /* 1x1 stride 1: plain GEMM */
+        {2, 16, 7, 7, 32, 1, 2, 0, 1, 0},   /* 1x1 stride 2: projection shortcut */
+        {1, 3, 11, 13, 4, 7, 2, 3, 1, 1},   /* stem-like 7x7, batch 1 */
+        {2, 8, 7, 6, 6, 3, 1, 1, 2, 1},     /* groups 2 */
+        {3, 16, 9, 9, 16, 3, 2, 1, 4, 0},   /* groups 4, stride 2 */
+        {2, 64, 6, 7, 64, 3, 1, 1, 2, 0},   /* groups 2 wide: BLAS per group */
+        {2, 32, 5, 5, 32, 3, 1, 1, 8, 1},   /* 4 channels per group (ResNeXt 32x4d-like) */
+        {5, 12, 4, 5, 12, 3, 1, 1, 12, 1},  /* depthwise */
+        {2, 10, 9, 8, 10, 3, 2, 1, 10, 0},  /* depthwise stride 2 */
+        {2, 6, 5, 7, 12, 3, 1, 1, 6, 1},    /* depthwise, channel multiplier 2 */
+        {1, 7, 6, 6, 7, 5, 1, 2, 7, 0},     /* depthwise 5x5, batch 1 */
+        {4, 6, 4, 4, 9, 3, 1, 0, 3, 1},     /* groups 3, no padding, 2 in / 3 out per group */
+        {1, 4, 3, 3, 4, 3, 1, 1, 4, 0},     /* tiny depthwise */
+        {2, 32, 17, 19, 8, 3, 1, 1, 4, 0},  /* long rows: 16-column tiles plus a tail */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const cs *c = &cases[i];
+        conv_vs_ref(gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g),
+                    c->bias);
+    }
+}
+
+/* Batch norm: the fast kernel sums planes in eight float lanes (length hw/8 + 8) then in double,
+ * so statistics have relative error ~ (hw/8 + 16) u; the output error is that times the size of
+ * the terms: tol = 8 (hw/8 + 16) u (|gamma| (|xh| + 1) + |beta| + |y_ref|). Backward likewise
+ * with the scale |gamma| rstd (|dy| + mean|dy| + |xh| mean|dy xh|). */
+static void bn_vs_ref(gbtd_bn_shape s, int relu)
+{
+    char name[160];
+    const int64_t nx = s.n * s.c * s.hw;
+    float *x = fvec(nx, -2, 4), *g = fvec(s.c, 0.5, 1.5), *b = fvec(s.c, -1, 1), *dy = fvec(nx, -1, 1);
+    float *rm = fvec(s.c, -1, 1), *rv = fvec(s.c, 0.5, 2), *rmr = malloc(sizeof(float) * (size_t)s.c);
+    float *rvr = malloc(sizeof(float) * (size_t)s.c);
+    memcpy(rmr, rm, sizeof(float) * (size_t)s.c);
+    memcpy(rvr, rv, sizeof(float) * (size_t)s.c);
+    float *y = fzeros(nx), *yr = fzeros(nx), *mean = fzeros(s.c), *rstd = fzeros(s.c);
+    float *meanr = fzeros(s.c), *rstdr = fzeros(s.c);
+    float *dx = fzeros(nx), *dxr = fzeros(nx), *dg = fzeros(s.c), *dgr = fzeros(s.c), *db = fzeros(s.c),
+          *dbr = fzeros(s.c);
+    const char *tag = relu ? "bn+relu" : "bn";
+    if (relu) {
+        CHECK_OK(gbtd_bn_relu_forward_train(&s, x, g, b, 1e-5f, 0.1f, rm, rv, mean, rstd, y), "bn+relu: forward runs");
+        CHECK_OK(gbtd_bn_relu_backward(&s, x, g, mean, rstd, y, dy, dx, dg, db), "bn+relu: backward runs");
+    } else {
+        CHECK_OK(gbtd_bn_forward_train(&s, x, g, b, 1e-5f, 0.1f, rm, rv, mean, rstd, y), "bn: forward runs");
+        CHECK_OK(gbtd_bn_backward(&s, x, g, mean, rstd, dy, dx, dg, db), "bn: backward runs");
+    }
+    gbtd_bn_forward_train_ref(&s, x, g, b, 1e-5f, 0.1f, rmr, rvr, meanr, rstdr, yr);
+    float *dyr = malloc(sizeof(float) * (size_t)nx);
+    for (int64_t i = 0; i < nx; i++) {
+        if (relu) yr[i] = yr[i] > 0 ? yr[i] : 0.0f;
+        dyr[i] = (!relu || yr[i] > 0) ? dy[i] : 0.0f;
+    }
+    gbtd_bn_backward_ref(&s, x, g, meanr, rstdr, dyr, dxr, dgr, dbr);
+    const double Lf = 8.0 * ((double)s.hw / 8.0 + 16.0) * U32;
+    double wy = 0, wdx = 0, wst = 0, wg = 0;
+    for (int64_t c = 0; c < s.c; c++) {
+        double sdy = 0, sdyxh = 0, sabs = 0;
+        for (int64_t n = 0; n < s.n; n++)
+            for (int64_t t = 0; t < s.hw; t++) {
+                const int64_t k = (n * s.c + c) * s.hw + t;
+                const double xh = ((double)x[k] - meanr[c]) * rstdr[c];
+                sdy += fabs(dyr[k]);
+                sdyxh += fabs(dyr[k] * xh);
+                sabs += fabs(x[k] - meanr[c]);
+            }
+        const double m = (double)(s.n * s.hw);
+        wst = fmax(wst, fabs(mean[c] - meanr[c]) / (Lf * sabs / m + Lf * fabs(meanr[c]) + 1e-30));
+        wst = fmax(wst, fabs(rstd[c] - rstdr[c]) / (Lf * rstdr[c]));
+        wst = fmax(wst, fabs(rm[c] - rmr[c]) / (Lf * (fabs(rmr[c]) + sabs / m)));
+        wst = fmax(wst, fabs(rv[c] - rvr[c]) / (Lf * rvr[c]));
+        wg = fmax(wg, fabs(dg[c] - dgr[c]) / (Lf * (sdyxh + 1e-30)));
+        wg = fmax(wg, fabs(db[c] - dbr[c]) / (Lf * (sdy + 1e-30)));
+        for (int64_t n = 0; n < s.n; n++)
+            for (int64_t t = 0; t < s.hw; t++) {
+                const int64_t k = (n * s.c + c) * s.hw + t;
+                const double xh = fabs(((double)x[k] - meanr[c]) * rstdr[c]);
+                const double ty = Lf * (fabs(g[c]) * (xh + 1) + fabs(b[c]) + fabs(yr[k]));
+                wy = fmax(wy, fabs(y[k] - yr[k]) / ty);
+                const double td = Lf * fabs(g[c]) * rstdr[c] * (fabs(dyr[k]) + sdy / m + xh * sdyxh / m);
+                wdx = fmax(wdx, fabs(dx[k] - dxr[k]) / (td + 1e-30));
+            }
+    }
+    snprintf(name, sizeof name, "%s n%lld c%lld hw%lld: y = ref (L = hw/8 + 16)", tag, (long long)s.n, (long long)s.c, (long long)s.hw);
+    CHECK_LE(wy, 1.0, name);
+    snprintf(name, sizeof name, "%s n%lld c%lld hw%lld: batch and running statistics = ref", tag, (long long)s.n, (long long)s.c, (long long)s.hw);
+    CHECK_LE(wst, 1.0, name);
+    snprintf(name, sizeof name, "%s n%lld c%lld hw%lld: dx = ref", tag, (long long)s.n, (long long)s.c, (long long)s.hw);
+    CHECK_LE(wdx, 1.0, name);
+    snprintf(name, sizeof name, "%s n%lld c%lld hw%lld: dgamma, dbeta = ref", tag, (long long)s.n, (long long)s.c, (long long)s.hw);
+    CHECK_LE(wg, 1.0, name);
+    /* evaluation mode */
+    gbtd_bn_forward_eval(&s, x, g, b, 1e-5f, rm, rv, y);
+    gbtd_bn_forward_eval_ref(&s, x, g, b, 1e-5f, rm, rv, yr);
+    double we = 0;
+    for (int64_t i = 0; i < nx; i++) we = fmax(we, fabs(y[i] - yr[i]) / (8 * U32 * (fabs(yr[i]) + fabs(x[i]) * 2 + 2)));
+    snprintf(name, sizeof name, "%s n%lld c%lld hw%lld: eval forward = ref (few roundings)", tag, (long long)s.n, (long long)s.c, (long long)s.hw);
+    CHECK_LE(we, 1.0, name);
+    free(x); free(g); free(b); free(dy); free(rm); free(rv); free(rmr); free(rvr); free(y); free(yr);
+    free(mean); free(rstd); free(meanr); free(rstdr); free(dx); free(dxr); free(dg); free(dgr);
+    free(db); free(dbr); free(dyr);
+}
+
+/* Float kernels that are plain loops, against their double twins (a few roundings each). */
+static void simple_vs_refd(void)
+{
+    const int64_t n = 3, c = 4, h = 7, w = 6, nx = n * c * h * w;
+    float *x = fvec(nx, -1, 1);
+    double *xd = dzeros(nx);
+    for (int64_t i = 0; i < nx; i++) xd[i] = x[i];
+    gbtd_pool2d_shape ps = gbtd_pool2d_shape_make(n, c, h, w, 3, 2, 1);
+    gbtd_pool2d_shape_init(&ps);
+    const int64_t ny = n * c * ps.h_out * ps.w_out;
+    float *y = fzeros(ny);
+    double *yd = dzeros(ny);
+    int32_t *a = calloc((size_t)ny, 4), *ad = calloc((size_t)ny, 4);
+    CHECK_OK(gbtd_maxpool2d_forward(&ps, x, y, a), "maxpool: forward runs");
+    gbtd_maxpool2d_forward_refd(&ps, xd, yd, ad);
+    int same = 1;
+    for (int64_t i = 0; i < ny; i++) same &= (y[i] == (float)yd[i]) && a[i] == ad[i];
+    CHECK(same, "maxpool: values and argmax = refd exactly");
+    float *dy = fvec(ny, -1, 1), *dx = fzeros(nx);
+    double *dyd = dzeros(ny), *dxd = dzeros(nx);
+    for (int64_t i = 0; i < ny; i++) dyd[i] = dy[i];
+    gbtd_maxpool2d_backward(&ps, a, dy, dx);
+    gbtd_maxpool2d_backward_refd(&ps, ad, dyd, dxd);
+    double e = 0;
+    for (int64_t i = 0; i < nx; i++) e = fmax(e, fabs(dx[i] - dxd[i]));
+    CHECK_LE(e, 9 * 2 * U32, "maxpool: backward = refd (at most 9 float additions of |dy| <= 1)");
+    CHECK_OK(gbtd_avgpool2d_forward(&ps, x, y), "avgpool: forward runs");
+    gbtd_avgpool2d_forward_refd(&ps, xd, yd);
+    e = 0;
+    for (int64_t i = 0; i < ny; i++) e = fmax(e, fabs(y[i] - yd[i]));
+    CHECK_LE(e, 12 * U32, "avgpool: forward = refd (9 terms |x| <= 1, /9)");
+    memset(dx, 0, sizeof(float) * (size_t)nx);
+    memset(dxd, 0, sizeof(double) * (size_t)nx);
+    gbtd_avgpool2d_backward(&ps, dy, dx);
+    gbtd_avgpool2d_backward_refd(&ps, dyd, dxd);
+    e = 0;
+    for (int64_t i = 0; i < nx; i++) e = fmax(e, fabs(dx[i] - dxd[i]));
+    CHECK_LE(e, 12 * U32, "avgpool: backward = refd");
+    float gy[12];
+    double gyd[12];
+    gbtd_global_avgpool_forward(n, c, h * w, x, gy);
+    gbtd_global_avgpool_forward_refd(n, c, h * w, xd, gyd);
+    e = 0;
+    for (int i = 0; i < 12; i++) e = fmax(e, fabs(gy[i] - gyd[i]));
+    CHECK_LE(e, 2 * U32, "global avgpool: forward = refd (double sum, one rounding)");
+    /* shortcut A with odd sizes */
+    const int64_t nys = n * (c + 4) * 4 * 3;
+    float *ys = fzeros(nys);
+    double *ysd = dzeros(nys);
+    gbtd_shortcut_a_forward(n, c, h, w, 2, x, ys);
+    gbtd_shortcut_a_forward_refd(n, c, h, w, 2, xd, ysd);
+    same = 1;
+    for (int64_t i = 0; i < nys; i++) same &= ys[i] == (float)ysd[i];
+    CHECK(same, "shortcut A: forward = refd exactly");
+    /* xent */
+    float logits[15], probs[15], losses[3], loss, dl[15] = {0};
+    double ld[15], pd[15], lossd, dld[15] = {0};
+    int32_t lab[3] = {2, 0, 4};
+    for (int i = 0; i < 15; i++) ld[i] = logits[i] = (float)(6 * gbtd_rng_uniform(rng) - 3);
+    CHECK_OK(gbtd_xent_forward(3, 5, logits, lab, 0.2f, probs, losses, &loss), "xent: forward runs");
+    gbtd_xent_forward_refd(3, 5, ld, lab, (double)0.2f, pd, NULL, &lossd);
+    CHECK_CLOSE(loss, lossd, 0, 64 * U32, "xent: loss = refd (exp/log in float, 64 u)");
+    gbtd_xent_backward(3, 5, probs, lab, 0.2f, 1.0f, dl);
+    gbtd_xent_backward_refd(3, 5, pd, lab, (double)0.2f, 1.0, dld);
+    e = 0;
+    for (int i = 0; i < 15; i++) e = fmax(e, fabs(dl[i] - dld[i]));
+    CHECK_LE(e, 64 * U32, "xent: dlogits = refd");
+    /* linear, fast vs float ref */
+    float *lw = fvec(5 * 7, -1, 1), *lb = fvec(5, -1, 1), *lx = fvec(3 * 7, -1, 1);
+    float ly[15], lyr[15];
+    gbtd_linear_forward(3, 7, 5, lx, lw, lb, ly);
+    gbtd_linear_forward_ref(3, 7, 5, lx, lw, lb, lyr);
+    e = 0;
+    for (int i = 0; i < 15; i++) e = fmax(e, fabs(ly[i] - lyr[i]));
+    CHECK_LE(e, 10 * 8 * U32, "linear: forward = ref (L = 8, terms <= 1)");
+    float ldx[21] = {0}, ldxr[21] = {0}, ldw[35] = {0}, ldwr[35] = {0}, ldb[5] = {0}, ldbr[5] = {0};
+    gbtd_linear_backward(3, 7, 5, lx, lw, ly, ldx, ldw, ldb);
+    gbtd_linear_backward_ref(3, 7, 5, lx, lw, ly, ldxr, ldwr, ldbr);
+    e = 0;
+    for (int i = 0; i < 21; i++) e = fmax(e, fabs(ldx[i] - ldxr[i]));
+    for (int i = 0; i < 35; i++) e = fmax(e, fabs(ldw[i] - ldwr[i]));
+    for (int i = 0; i < 5; i++) e = fmax(e, fabs(ldb[i] - ldbr[i]));
+    CHECK_LE(e, 10 * 8 * 8 * U32, "linear: backward = ref (L <= 5, terms <= 8)");
+    /* element-wise */
+    float ea[5] = {-1, 2, -3, 4, 0.5f}, eb[5] = {2, -3, 1, 1, -1}, ey[5], eda[5] = {1, 1, 1, 1, 1}, edb[5] = {0};
+    float edy[5] = {1, 2, 3, 4, 5};
+    gbtd_add_relu_forward(5, ea, eb, ey);
+    gbtd_add_relu_backward(5, ey, edy, eda, edb);
+    CHECK(ey[0] == 1 && ey[1] == 0 && ey[2] == 0 && ey[3] == 5 && ey[4] == 0, "add_relu: forward");
+    CHECK(eda[0] == 2 && eda[1] == 1 && eda[3] == 5 && edb[0] == 1 && edb[2] == 0 && edb[3] == 4,
+          "add_relu: backward masks and accumulates");
+    gbtd_add_forward(5, ea, eb, ea); /* aliasing allowed */
+    CHECK(ea[0] == 1 && ea[1] == -1 && ea[4] == -0.5f, "add: forward in place");
+    float ad2[5] = {0};
+    gbtd_add_backward(5, edy, ad2, NULL);
+    CHECK(ad2[4] == 5, "add: backward accumulates, NULL gradient skipped");
+    gbtd_relu_forward(5, ea, ea);
+    CHECK(ea[0] == 1 && ea[1] == 0 && ea[4] == 0, "relu: forward in place");
+    free(x); free(xd); free(y); free(yd); free(a); free(ad); free(dy); free(dx); free(dyd); free(dxd);
+    free(ys); free(ysd); free(lw); free(lb); free(lx);
+}
+
+/* ---- 3. weight sharing ------------------------------------------------------------------------
+ * The same depthwise weight used on two inputs (and a 1x1 projection at strides 1 and 2): two
+ * backward calls into one dw equal the sum of the separate gradients. */
+static void sharing(void)
+{
+    gbtd_conv2d_shape s1 = gbtd_conv2d_shape_make(2, 8, 6, 6, 8, 3, 1, 1, 8);
+    gbtd_conv2d_shape s2 = gbtd_conv2d_shape_make(2, 8, 6, 6, 8, 3, 2, 1, 8);
+    gbtd_conv2d_shape_init(&s1);
+    gbtd_conv2d_shape_init(&s2);
+    const size_t wl = gbtd_conv2d_workspace_size(&s1, 0) + gbtd_conv2d_workspace_size(&s2, 0) + 16;
+    float *ws = malloc(sizeof(float) * wl);
+    float *w = fvec(72, -1, 1), *x1 = fvec(576, -1, 1), *x2 = fvec(576, -1, 1);
+    float *d1 = fvec(576, -1, 1), *d2 = fvec(2 * 8 * 3 * 3, -1, 1);
+    float *dw = fzeros(72), *a = fzeros(72), *b = fzeros(72);
+    gbtd_conv2d_backward(&s1, x1, w, d1, NULL, dw, NULL, ws, wl);
+    gbtd_conv2d_backward(&s2, x2, w, d2, NULL, dw, NULL, ws, wl);
+    gbtd_conv2d_backward_ref(&s1, x1, w, d1, NULL, a, NULL);
+    gbtd_conv2d_backward_ref(&s2, x2, w, d2, NULL, b, NULL);
+    double e = 0;
+    for (int i = 0; i < 72; i++) e = fmax(e, fabs(dw[i] - (a[i] + b[i])) / (fabs(a[i]) + fabs(b[i]) + 72.0 * 4 * U32 * 72));
+    CHECK_LE(e, 1.0, "sharing: depthwise weight used at stride 1 and 2 gets the sum of both gradients");
+    free(ws); free(w); free(x1); free(x2); free(d1); free(d2); free(dw); free(a); free(b);
+}
+
+/* ---- 4. errors ------------------------------------------------------------------------------- */
+static void errors(void)
+{
+    gbtd_conv2d_shape s = gbtd_conv2d_shape_make(1, 6, 5, 5, 4, 3, 1, 1, 4);
+    CHECK_STATUS(gbtd_conv2d_shape_init(&s), GBTD_ESHAPE, "conv: groups not dividing c_in -> ESHAPE");
+    CHECK(strstr(gbtd_last_error(), "groups") != NULL, "conv: ESHAPE detail names groups");
+    s = gbtd_conv2d_shape_make(1, 4, 2, 2, 4, 7, 1, 1, 1);
+    CHECK_STATUS(gbtd_conv2d_shape_init(&s), GBTD_EINVAL, "conv: kernel larger than padded input -> EINVAL");
+    s = gbtd_conv2d_shape_make(0, 4, 5, 5, 4, 3, 1, 1, 1);
+    CHECK_STATUS(gbtd_conv2d_shape_init(&s), GBTD_EINVAL, "conv: n = 0 -> EINVAL");
+    s = gbtd_conv2d_shape_make(1, 4, 5, 5, 4, 3, 0, 1, 1);
+    CHECK_STATUS(gbtd_conv2d_shape_init(&s), GBTD_EINVAL, "conv: stride 0 -> EINVAL");
+    CHECK_STATUS(gbtd_conv2d_shape_init(NULL), GBTD_EINVAL, "conv: NULL shape -> EINVAL");
+    s = gbtd_conv2d_shape_make(INT64_C(1) << 40, 1 << 20, 1 << 10, 1 << 10, 4, 3, 1, 1, 1);
+    CHECK_STATUS(gbtd_conv2d_shape_init(&s), GBTD_EOVERFLOW, "conv: huge shape -> EOVERFLOW");
+    s = gbtd_conv2d_shape_make(2, 4, 5, 5, 4, 3, 1, 1, 1);
+    gbtd_conv2d_shape_init(&s);
+    float x[200] = {0}, w[144] = {0}, y[200], ws[1];
+    CHECK_STATUS(gbtd_conv2d_forward(&s, x, w, NULL, y, NULL, 0), GBTD_EINVAL, "conv: missing workspace -> EINVAL");
+    CHECK(strstr(gbtd_last_error(), "workspace") != NULL, "conv: workspace detail");
+    CHECK_STATUS(gbtd_conv2d_forward(&s, x, w, NULL, y, ws, 1), GBTD_EINVAL, "conv: small workspace -> EINVAL");
+    CHECK_STATUS(gbtd_conv2d_backward(&s, x, w, y, x, NULL, NULL, ws, 1), GBTD_EINVAL, "conv backward: small workspace -> EINVAL");
+    CHECK_STATUS(gbtd_conv2d_forward(&s, NULL, w, NULL, y, ws, 1), GBTD_EINVAL, "conv: NULL x -> EINVAL");
+    CHECK_STATUS(gbtd_conv2d_forward_ref(&s, x, NULL, NULL, y), GBTD_EINVAL, "conv ref: NULL w -> EINVAL");
+    CHECK_STATUS(gbtd_conv2d_backward(&s, x, w, NULL, x, NULL, NULL, ws, 1), GBTD_EINVAL, "conv backward: NULL dy -> EINVAL");
+    CHECK(gbtd_conv2d_workspace_size(NULL, 1) == 0, "conv: workspace size of a NULL shape is 0");
+    gbtd_bn_shape bs = {1, 2, 1};
+    float m[2], r[2];
+    CHECK_STATUS(gbtd_bn_forward_train(&bs, x, NULL, NULL, 1e-5f, 0.1f, NULL, NULL, m, r, y), GBTD_EINVAL, "bn: one value per channel -> EINVAL");
+    bs.hw = 4;
+    CHECK_STATUS(gbtd_bn_forward_train(&bs, x, NULL, NULL, 0.0f, 0.1f, NULL, NULL, m, r, y), GBTD_EINVAL, "bn: eps = 0 -> EINVAL");
+    CHECK_STATUS(gbtd_bn_forward_train(&bs, x, NULL, NULL, 1e-5f, 0.1f, NULL, NULL, NULL, r, y), GBTD_EINVAL, "bn: NULL mean cache -> EINVAL");
+    CHECK_STATUS(gbtd_bn_forward_eval(&bs, x, NULL, NULL, 1e-5f, NULL, r, y), GBTD_EINVAL, "bn eval: NULL running mean -> EINVAL");
+    CHECK_STATUS(gbtd_bn_relu_backward(&bs, x, NULL, m, r, NULL, y, x, NULL, NULL), GBTD_EINVAL, "bn+relu backward: NULL y -> EINVAL");
+    bs.c = -1;
+    CHECK_STATUS(gbtd_bn_backward(&bs, x, NULL, m, r, y, x, NULL, NULL), GBTD_EINVAL, "bn: negative c -> EINVAL");
+    gbtd_pool2d_shape ps = gbtd_pool2d_shape_make(1, 1, 4, 4, 3, 1, 2);
+    CHECK_STATUS(gbtd_pool2d_shape_init(&ps), GBTD_EINVAL, "pool: pad > k/2 -> EINVAL");
+    ps = gbtd_pool2d_shape_make(1, 1, 2, 2, 5, 1, 1);
+    CHECK_STATUS(gbtd_maxpool2d_forward(&ps, x, y, (int32_t *)ws), GBTD_EINVAL, "pool: window larger than input -> EINVAL");
+    ps = gbtd_pool2d_shape_make(1, 1, 4, 4, 2, 2, 0);
+    CHECK_STATUS(gbtd_maxpool2d_forward(&ps, x, y, NULL), GBTD_EINVAL, "maxpool: NULL argmax -> EINVAL");
+    CHECK_STATUS(gbtd_avgpool2d_forward(&ps, NULL, y), GBTD_EINVAL, "avgpool: NULL x -> EINVAL");
+    CHECK_STATUS(gbtd_global_avgpool_forward(1, 0, 4, x, y), GBTD_EINVAL, "global avgpool: c = 0 -> EINVAL");
+    CHECK_STATUS(gbtd_linear_forward(2, 0, 3, x, w, NULL, y), GBTD_EINVAL, "linear: in = 0 -> EINVAL");
+    CHECK_STATUS(gbtd_linear_forward(INT64_C(1) << 40, 2, 3, x, w, NULL, y), GBTD_EOVERFLOW, "linear: n beyond BLAS int -> EOVERFLOW");
+    int32_t lab[2] = {0, 3};
+    float loss;
+    CHECK_STATUS(gbtd_xent_forward(2, 3, x, lab, 0.0f, y, NULL, &loss), GBTD_ERANGE, "xent: label 3 of 3 classes -> ERANGE");
+    CHECK(strstr(gbtd_last_error(), "label 3") != NULL, "xent: ERANGE detail names the label");
+    CHECK_STATUS(gbtd_xent_backward(2, 3, x, lab, 0.0f, 1.0f, y), GBTD_ERANGE, "xent backward: label out of range -> ERANGE");
+    lab[1] = 1;
+    CHECK_STATUS(gbtd_xent_forward(2, 3, x, lab, 1.5f, y, NULL, &loss), GBTD_EINVAL, "xent: smoothing 1.5 -> EINVAL");
+    CHECK_STATUS(gbtd_shortcut_a_forward(1, 2, 4, 4, -1, x, y), GBTD_EINVAL, "shortcut A: pad_c < 0 -> EINVAL");
+    CHECK_STATUS(gbtd_relu_forward(0, x, y), GBTD_EINVAL, "relu: len 0 -> EINVAL");
+    CHECK_STATUS(gbtd_add_forward(3, x, NULL, y), GBTD_EINVAL, "add: NULL b -> EINVAL");
+}
+
+int main(void)
+{
+    gbtd_rng_alloc(20240601, &rng);
+    /* 1. finite differences in double */
+    fd_conv("dense 3x3 pad 1", gbtd_conv2d_shape_make(2, 3, 5, 4, 2, 3, 1, 1, 1));
+    fd_conv("stride 2 pad 1 odd", gbtd_conv2d_shape_make(1, 2, 5, 5, 3, 3, 2, 1, 1));
+    fd_conv("groups 2", gbtd_conv2d_shape_make(1, 4, 4, 3, 6, 3, 1, 1, 2));
+    fd_conv("depthwise stride 2", gbtd_conv2d_shape_make(2, 3, 5, 4, 3, 3, 2, 1, 3));
+    fd_conv("1x1", gbtd_conv2d_shape_make(2, 3, 3, 2, 4, 1, 1, 0, 1));
+    fd_bn();
+    fd_simple();
+    /* 2. fast vs reference */
+    for (int t = 1; t <= 2; t++) {
+        gbtd_set_threads(t);
+        printf("# threads %d\n", t);
+        conv_fast_cases();
+    }
+    gbtd_bn_shape bss[] = {{4, 3, 49}, {2, 5, 1}, {16, 2, 50}, {3, 4, 196}};
+    for (size_t i = 0; i < sizeof bss / sizeof bss[0]; i++) {
+        bn_vs_ref(bss[i], 0);
+        bn_vs_ref(bss[i], 1);
+    }
+    simple_vs_refd();
+    sharing();
+    errors();
+    gbtd_rng_free(rng);
+    return check_finish();
+}
