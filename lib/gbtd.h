@@ -35,8 +35,12 @@
 #include "core/tensor.h"
 #include "linalg/linalg.h"
 #include "decomp/common.h"
+#include "decomp/tucker.h"
+#include "decomp/cp.h"
+#include "decomp/metrics.h"
 #include "decomp/btd.h"
 #include "io/io.h"
 #include "nn/ops.h"
+#include "cru/unit.h"
 
 #endif
