@@ -1,0 +1,403 @@
+/* gbtd nn: forward, loss and backward of a gbtd_net over the layer kernels of nn/ops.h.
+ *
+ * Memory: every value of a training forward is kept for the backward (batch-norm layers fuse
+ * their ReLU, so a conv-BN-ReLU costs two activations). Gradients of values live only while
+ * needed: a plan made once per batch size assigns each value's gradient to a slot of a small
+ * pool, reused as soon as the producing layer's backward has run. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "nn/net.h"
+#include "nn/ops.h"
+
+void gbtd_net_runtime_free_(gbtd_net *net);
+
+struct gbtd_net_runtime {
+    int n;               /* batch capacity */
+    int cur_n;           /* batch of the last forward */
+    int threads;         /* thread count the workspace was sized for */
+    bool trained;        /* last forward was a training one */
+    bool want_dx;        /* compute the gradient of the input value */
+    bool have_dlogits;
+    float *arena;        /* activations of all values except the input */
+    float **act;         /* per value (act[0] = the caller's input) */
+    float *bn_cache;     /* mean and rstd per BN layer */
+    int64_t *bn_off;     /* per layer offset into bn_cache (-1) */
+    int32_t *argmax;     /* max-pool caches */
+    int64_t *am_off;     /* per layer offset into argmax (-1) */
+    float *ws;
+    size_t ws_len;
+    float *probs;        /* n x classes softmax */
+    int32_t *labels;
+    /* gradient pool */
+    int nslots;
+    float **slot;        /* slot buffers */
+    int *gslot;          /* per value: slot holding its gradient (-1 none) */
+    bool *zero_in, *zero_in2; /* per layer: zero the input gradient before accumulating */
+    int64_t bytes;
+};
+
+static int64_t numel_(const gbtd_value *v) { return (int64_t)v->c * v->h * v->w; }
+
+void gbtd_net_runtime_free_(gbtd_net *net)
+{
+    gbtd_net_runtime *rt = net ? net->rt : NULL;
+    if (!rt) return;
+    gbtd_free(rt->arena);
+    gbtd_free(rt->act);
+    gbtd_free(rt->bn_cache);
+    gbtd_free(rt->bn_off);
+    gbtd_free(rt->argmax);
+    gbtd_free(rt->am_off);
+    gbtd_free(rt->ws);
+    gbtd_free(rt->probs);
+    gbtd_free(rt->labels);
+    for (int i = 0; i < rt->nslots; i++) gbtd_free(rt->slot[i]);
+    gbtd_free(rt->slot);
+    gbtd_free(rt->gslot);
+    gbtd_free(rt->zero_in);
+    gbtd_free(rt->zero_in2);
+    gbtd_free(rt);
+    net->rt = NULL;
+}
+
+static gbtd_conv2d_shape conv_shape_(const gbtd_net *net, const gbtd_layer *L, int n)
+{
+    const gbtd_value *x = &net->values[L->in];
+    gbtd_conv2d_shape s = gbtd_conv2d_shape_make(n, x->c, x->h, x->w, L->c_out, L->k, L->stride,
+                                                 L->pad, L->groups);
+    gbtd_conv2d_shape_init(&s);
+    return s;
+}
+
+/* Plan the gradient slots: walk the layers backwards; a layer needs its output's gradient
+ * (already live) and the gradients of its inputs (allocated at first use, zeroed then); its
+ * output's slot is free after it. Slots are reused best-fit by size. */
+static int plan_grads_(gbtd_net *net, gbtd_net_runtime *rt, int64_t n)
+{
+    int nv = net->nvalues, nl = net->nlayers;
+    int64_t *slot_size = gbtd_calloc((size_t)nv + 1, sizeof(int64_t));
+    bool *slot_free = gbtd_calloc((size_t)nv + 1, sizeof(bool));
+    rt->gslot = gbtd_malloc((size_t)nv * sizeof(int));
+    rt->zero_in = gbtd_calloc((size_t)nl, sizeof(bool));
+    rt->zero_in2 = gbtd_calloc((size_t)nl, sizeof(bool));
+    if (!slot_size || !slot_free || !rt->gslot || !rt->zero_in || !rt->zero_in2) {
+        gbtd_free(slot_size);
+        gbtd_free(slot_free);
+        return GBTD_ENOMEM;
+    }
+    for (int v = 0; v < nv; v++) rt->gslot[v] = -1;
+    int ns = 0;
+#define TAKE(v, flag)                                                                             \
+    do {                                                                                          \
+        if (rt->gslot[v] < 0) {                                                                   \
+            int64_t need = n * numel_(&net->values[v]);                                           \
+            int best = -1;                                                                        \
+            for (int q = 0; q < ns; q++)                                                          \
+                if (slot_free[q] && slot_size[q] >= need &&                                       \
+                    (best < 0 || slot_size[q] < slot_size[best]))                                 \
+                    best = q;                                                                     \
+            if (best < 0) {                                                                       \
+                best = ns++;                                                                      \
+                slot_size[best] = need;                                                           \
+            }                                                                                     \
+            slot_free[best] = false;                                                              \
+            rt->gslot[v] = best;                                                                  \
+            flag = true;                                                                          \
+        }                                                                                         \
+    } while (0)
+    bool dummy = false;
+    TAKE(nv - 1, dummy);
+    (void)dummy;
+    for (int i = nl - 1; i >= 0; i--) {
+        const gbtd_layer *L = &net->layers[i];
+        if (L->in > 0 || rt->want_dx) TAKE(L->in, rt->zero_in[i]);
+        if (L->in2 > 0 || (L->in2 == 0 && rt->want_dx)) TAKE(L->in2, rt->zero_in2[i]);
+        if (rt->gslot[L->out] >= 0) slot_free[rt->gslot[L->out]] = true;
+    }
+#undef TAKE
+    rt->slot = gbtd_calloc((size_t)ns + 1, sizeof(float *));
+    int rc = rt->slot ? GBTD_OK : GBTD_ENOMEM;
+    rt->nslots = ns;
+    for (int q = 0; q < ns && !rc; q++) {
+        rt->slot[q] = gbtd_malloc((size_t)slot_size[q] * sizeof(float));
+        if (!rt->slot[q]) rc = GBTD_ENOMEM;
+        rt->bytes += slot_size[q] * 4;
+    }
+    gbtd_free(slot_size);
+    gbtd_free(slot_free);
+    return rc;
+}
+
+static int runtime_alloc_(gbtd_net *net, int n)
+{
+    bool want_dx = net->rt ? net->rt->want_dx : false;
+    gbtd_net_runtime_free_(net);
+    gbtd_net_runtime *rt = gbtd_calloc(1, sizeof *rt);
+    if (!rt) return GBTD_ENOMEM;
+    net->rt = rt;
+    rt->n = n;
+    rt->want_dx = want_dx;
+    rt->threads = gbtd_get_threads();
+    int nv = net->nvalues, nl = net->nlayers;
+    int64_t total = 0, bn = 0, am = 0;
+    for (int v = 1; v < nv; v++) total += (int64_t)n * numel_(&net->values[v]);
+    rt->act = gbtd_calloc((size_t)nv, sizeof(float *));
+    rt->bn_off = gbtd_malloc((size_t)nl * sizeof(int64_t));
+    rt->am_off = gbtd_malloc((size_t)nl * sizeof(int64_t));
+    if (!rt->act || !rt->bn_off || !rt->am_off) goto oom;
+    size_t ws = 0;
+    for (int i = 0; i < nl; i++) {
+        const gbtd_layer *L = &net->layers[i];
+        rt->bn_off[i] = rt->am_off[i] = -1;
+        if (L->kind == GBTD_LAYER_BN) {
+            rt->bn_off[i] = bn;
+            bn += 2 * L->c_out;
+        } else if (L->kind == GBTD_LAYER_MAXPOOL) {
+            rt->am_off[i] = am;
+            am += (int64_t)n * numel_(&net->values[L->out]);
+        } else if (L->kind == GBTD_LAYER_CONV) {
+            gbtd_conv2d_shape s = conv_shape_(net, L, n);
+            size_t w = gbtd_conv2d_workspace_size(&s, rt->threads);
+            if (w > ws) ws = w;
+        }
+    }
+    rt->arena = gbtd_malloc((size_t)total * sizeof(float) + 64);
+    rt->bn_cache = gbtd_malloc((size_t)bn * sizeof(float) + 64);
+    rt->argmax = gbtd_malloc((size_t)am * sizeof(int32_t) + 64);
+    rt->ws = gbtd_malloc(ws * sizeof(float) + 64);
+    rt->ws_len = ws;
+    rt->probs = gbtd_malloc((size_t)n * (size_t)net->classes * sizeof(float));
+    rt->labels = gbtd_malloc((size_t)n * sizeof(int32_t));
+    if (!rt->arena || !rt->bn_cache || !rt->argmax || !rt->ws || !rt->probs || !rt->labels)
+        goto oom;
+    rt->bytes = total * 4 + bn * 4 + am * 4 + (int64_t)ws * 4;
+    int64_t off = 0;
+    for (int v = 1; v < nv; v++) {
+        rt->act[v] = rt->arena + off;
+        off += (int64_t)n * numel_(&net->values[v]);
+    }
+    if (plan_grads_(net, rt, n)) goto oom;
+    return GBTD_OK;
+oom:
+    gbtd_net_runtime_free_(net);
+    return gbtd_error(GBTD_ENOMEM, "net: out of memory for activations of batch %d", n);
+}
+
+void gbtd_net_want_input_grad(gbtd_net *net, bool want)
+{
+    if (!net) return;
+    if (net->rt && net->rt->want_dx != want) {
+        gbtd_net_runtime_free_(net);
+    }
+    if (!net->rt && want) {
+        /* remembered until the next allocation */
+        net->rt = gbtd_calloc(1, sizeof *net->rt);
+        if (net->rt) net->rt->want_dx = true;
+    }
+}
+
+int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const float **logits)
+{
+    if (!net || !net->finalized || !x || n < 1)
+        return gbtd_error(GBTD_EINVAL, "net_forward: %s", !net || !net->finalized
+                          ? "network not finalised" : !x ? "NULL input" : "batch size < 1");
+    if (training && n < 2)
+        return gbtd_error(GBTD_EINVAL, "net_forward: training needs a batch of at least 2 "
+                          "(batch statistics)");
+    if (!net->rt || net->rt->n < n || net->rt->threads != gbtd_get_threads())
+        GBTD_CHECK(runtime_alloc_(net, n));
+    gbtd_net_runtime *rt = net->rt;
+    rt->act[0] = (float *)x;
+    rt->cur_n = n;
+    rt->trained = training;
+    rt->have_dlogits = false;
+    for (int i = 0; i < net->nlayers; i++) {
+        const gbtd_layer *L = &net->layers[i];
+        const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
+        const float *in = rt->act[L->in];
+        float *out = rt->act[L->out];
+        int rc = GBTD_OK;
+        switch (L->kind) {
+        case GBTD_LAYER_CONV: {
+            gbtd_conv2d_shape s = conv_shape_(net, L, n);
+            rc = gbtd_conv2d_forward(&s, in, net->params + L->w, NULL, out, rt->ws, rt->ws_len);
+            break;
+        }
+        case GBTD_LAYER_BN: {
+            gbtd_bn_shape s = {n, vi->c, (int64_t)vi->h * vi->w};
+            const float *g = net->params + L->w, *b = net->params + L->b;
+            float *rm = net->state + L->mean, *rv = net->state + L->var;
+            float *mean = rt->bn_cache + rt->bn_off[i], *rstd = mean + L->c_out;
+            if (training) {
+                rc = L->relu ? gbtd_bn_relu_forward_train(&s, in, g, b, L->eps, L->momentum, rm,
+                                                          rv, mean, rstd, out)
+                             : gbtd_bn_forward_train(&s, in, g, b, L->eps, L->momentum, rm, rv,
+                                                     mean, rstd, out);
+            } else {
+                rc = L->relu ? gbtd_bn_relu_forward_eval(&s, in, g, b, L->eps, rm, rv, out)
+                             : gbtd_bn_forward_eval(&s, in, g, b, L->eps, rm, rv, out);
+            }
+            break;
+        }
+        case GBTD_LAYER_RELU:
+            rc = gbtd_relu_forward(n * numel_(vi), in, out);
+            break;
+        case GBTD_LAYER_MAXPOOL: {
+            gbtd_pool2d_shape s = gbtd_pool2d_shape_make(n, vi->c, vi->h, vi->w, L->k, L->stride,
+                                                         L->pad);
+            gbtd_pool2d_shape_init(&s);
+            rc = gbtd_maxpool2d_forward(&s, in, out, rt->argmax + rt->am_off[i]);
+            break;
+        }
+        case GBTD_LAYER_GAP:
+            rc = gbtd_global_avgpool_forward(n, vi->c, (int64_t)vi->h * vi->w, in, out);
+            break;
+        case GBTD_LAYER_LINEAR:
+            rc = gbtd_linear_forward(n, L->c_in, L->c_out, in, net->params + L->w,
+                                     net->params + L->b, out);
+            break;
+        case GBTD_LAYER_ADD:
+            rc = L->relu ? gbtd_add_relu_forward(n * numel_(vo), in, rt->act[L->in2], out)
+                         : gbtd_add_forward(n * numel_(vo), in, rt->act[L->in2], out);
+            break;
+        case GBTD_LAYER_SHORTCUT_A:
+            rc = gbtd_shortcut_a_forward(n, vi->c, vi->h, vi->w, (L->c_out - L->c_in) / 2, in, out);
+            break;
+        }
+        if (rc) return rc;
+    }
+    if (logits) *logits = rt->act[net->nvalues - 1];
+    return GBTD_OK;
+}
+
+int gbtd_net_loss(gbtd_net *net, const int32_t *labels, float label_smoothing, double *loss,
+                  int *correct)
+{
+    if (!net || !net->rt || !net->rt->cur_n || !labels)
+        return gbtd_error(GBTD_EINVAL, "net_loss: no forward pass yet or NULL labels");
+    gbtd_net_runtime *rt = net->rt;
+    int n = rt->cur_n, k = net->classes;
+    const float *lg = rt->act[net->nvalues - 1];
+    float l = 0;
+    GBTD_CHECK(gbtd_xent_forward(n, k, lg, labels, label_smoothing, rt->probs, NULL, &l));
+    if (loss) *loss = l;
+    if (correct) {
+        int c = 0;
+        for (int i = 0; i < n; i++) {
+            int best = 0;
+            for (int j = 1; j < k; j++)
+                if (lg[(int64_t)i * k + j] > lg[(int64_t)i * k + best]) best = j;
+            c += best == labels[i];
+        }
+        *correct = c;
+    }
+    if (rt->trained) {
+        float *d = rt->slot[rt->gslot[net->nvalues - 1]];
+        memset(d, 0, (size_t)n * (size_t)k * sizeof(float));
+        GBTD_CHECK(gbtd_xent_backward(n, k, rt->probs, labels, label_smoothing, 1.0f, d));
+        rt->have_dlogits = true;
+    }
+    return GBTD_OK;
+}
+
+int gbtd_net_set_dlogits(gbtd_net *net, const float *dlogits)
+{
+    if (!net || !net->rt || !net->rt->trained || !dlogits)
+        return gbtd_error(GBTD_EINVAL, "net_set_dlogits: no training forward pass yet");
+    gbtd_net_runtime *rt = net->rt;
+    memcpy(rt->slot[rt->gslot[net->nvalues - 1]], dlogits,
+           (size_t)rt->cur_n * (size_t)net->classes * sizeof(float));
+    rt->have_dlogits = true;
+    return GBTD_OK;
+}
+
+void gbtd_net_zero_grad(gbtd_net *net)
+{
+    if (net && net->grads) memset(net->grads, 0, (size_t)net->nparams * sizeof(float));
+}
+
+int gbtd_net_backward(gbtd_net *net)
+{
+    if (!net || !net->rt || !net->rt->trained || !net->rt->have_dlogits)
+        return gbtd_error(GBTD_EINVAL, "net_backward: needs a training forward and the loss "
+                          "gradient (gbtd_net_loss or gbtd_net_set_dlogits) first");
+    gbtd_net_runtime *rt = net->rt;
+    const int n = rt->cur_n;
+    for (int i = net->nlayers - 1; i >= 0; i--) {
+        const gbtd_layer *L = &net->layers[i];
+        const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
+        const float *dy = rt->slot[rt->gslot[L->out]];
+        float *dx = rt->gslot[L->in] >= 0 ? rt->slot[rt->gslot[L->in]] : NULL;
+        float *dx2 = L->in2 >= 0 && rt->gslot[L->in2] >= 0 ? rt->slot[rt->gslot[L->in2]] : NULL;
+        if (dx && rt->zero_in[i]) memset(dx, 0, (size_t)(n * numel_(vi)) * sizeof(float));
+        if (dx2 && rt->zero_in2[i])
+            memset(dx2, 0, (size_t)(n * numel_(&net->values[L->in2])) * sizeof(float));
+        const float *x = rt->act[L->in], *y = rt->act[L->out];
+        int rc = GBTD_OK;
+        switch (L->kind) {
+        case GBTD_LAYER_CONV: {
+            gbtd_conv2d_shape s = conv_shape_(net, L, n);
+            rc = gbtd_conv2d_backward(&s, x, net->params + L->w, dy, dx, net->grads + L->w, NULL,
+                                      rt->ws, rt->ws_len);
+            break;
+        }
+        case GBTD_LAYER_BN: {
+            gbtd_bn_shape s = {n, vi->c, (int64_t)vi->h * vi->w};
+            const float *mean = rt->bn_cache + rt->bn_off[i], *rstd = mean + L->c_out;
+            rc = L->relu ? gbtd_bn_relu_backward(&s, x, net->params + L->w, mean, rstd, y, dy, dx,
+                                                 net->grads + L->w, net->grads + L->b)
+                         : gbtd_bn_backward(&s, x, net->params + L->w, mean, rstd, dy, dx,
+                                            net->grads + L->w, net->grads + L->b);
+            break;
+        }
+        case GBTD_LAYER_RELU:
+            if (dx) rc = gbtd_relu_backward(n * numel_(vi), y, dy, dx);
+            break;
+        case GBTD_LAYER_MAXPOOL: {
+            gbtd_pool2d_shape s = gbtd_pool2d_shape_make(n, vi->c, vi->h, vi->w, L->k, L->stride,
+                                                         L->pad);
+            gbtd_pool2d_shape_init(&s);
+            if (dx) rc = gbtd_maxpool2d_backward(&s, rt->argmax + rt->am_off[i], dy, dx);
+            break;
+        }
+        case GBTD_LAYER_GAP:
+            if (dx) rc = gbtd_global_avgpool_backward(n, vi->c, (int64_t)vi->h * vi->w, dy, dx);
+            break;
+        case GBTD_LAYER_LINEAR:
+            rc = gbtd_linear_backward(n, L->c_in, L->c_out, x, net->params + L->w, dy, dx,
+                                      net->grads + L->w, net->grads + L->b);
+            break;
+        case GBTD_LAYER_ADD:
+            rc = L->relu ? gbtd_add_relu_backward(n * numel_(vo), y, dy, dx, dx2)
+                         : gbtd_add_backward(n * numel_(vo), dy, dx, dx2);
+            break;
+        case GBTD_LAYER_SHORTCUT_A:
+            if (dx)
+                rc = gbtd_shortcut_a_backward(n, vi->c, vi->h, vi->w, (L->c_out - L->c_in) / 2, dy,
+                                              dx);
+            break;
+        }
+        if (rc) return rc;
+    }
+    return GBTD_OK;
+}
+
+const float *gbtd_net_input_grad(const gbtd_net *net)
+{
+    if (!net || !net->rt || !net->rt->want_dx || !net->rt->slot || net->rt->gslot[0] < 0)
+        return NULL;
+    return net->rt->slot[net->rt->gslot[0]];
+}
+
+const float *gbtd_net_value(const gbtd_net *net, int v)
+{
+    if (!net || !net->rt || !net->rt->act || v < 0 || v >= net->nvalues) return NULL;
+    return net->rt->act[v];
+}
+
+int64_t gbtd_net_runtime_bytes(const gbtd_net *net)
+{
+    return net && net->rt ? net->rt->bytes : 0;
+}
