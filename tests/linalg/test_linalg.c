@@ -268,9 +268,10 @@ static void test_ttm_fixtures(void)
  * both the threaded-BLAS and the OpenMP batch paths. */
 static void test_ttm_random(void)
 {
+    /* {1500, 7}: the last-mode product in blocks of 512 rows (a partial last block). */
     static const int64_t shapes[][5] = {{17, 13, 11, 1, 1}, {64, 40, 50, 1, 1}, {3, 1, 4, 7, 2},
-                                        {2, 31, 3, 5, 1}, {1, 9, 1, 6, 1}};
-    static const int nds[] = {3, 3, 5, 4, 5};
+                                        {2, 31, 3, 5, 1}, {1, 9, 1, 6, 1}, {1500, 7, 1, 1, 1}};
+    static const int nds[] = {3, 3, 5, 4, 5, 2};
     char name[160];
     for (int threads = 1; threads <= 2; threads++) {
         gbtd_set_threads(threads);
@@ -312,6 +313,49 @@ static void test_ttm_random(void)
         }
     }
     gbtd_set_threads(1);
+}
+
+/* The blocked last-mode product: J <= 128 goes through a transposed block and a workspace,
+ * J > 128 through direct block GEMMs; with beta != 0 (ttm_acc) on 1 and 2 threads. */
+static void test_ttm_last_mode(void)
+{
+    char name[128];
+    const int64_t sh[3] = {3, 700, 6};
+    gbtd_tensor x, xm;
+    random_tensor(&x, 3, sh);
+    const int64_t shm[2] = {2100, 6};
+    gbtd_tensor_view_reshape(&x, 2, shm, &xm);
+    for (int threads = 1; threads <= 2; threads++) {
+        gbtd_set_threads(threads);
+        for (int c = 0; c < 2; c++) {
+            const int64_t j = c ? 131 : 9;
+            gbtd_tensor u, y, yr, y0;
+            gbtd_matrix_alloc(&u, 6, j);
+            gbtd_tensor_fill_normal(&u, rng, 0, 1);
+            const int64_t ysh[3] = {3, 700, j};
+            gbtd_tensor_alloc(&y, 3, ysh);
+            gbtd_tensor_fill_normal(&y, rng, 0, 1);
+            gbtd_tensor_clone(&y0, &y);
+            gbtd_tensor_alloc(&yr, 3, ysh);
+            gbtd_ttm_ref(&x, &u, 2, GBTD_TRANS, &yr);
+            /* y <- -1.5 (X x_2 U^T) + 0.25 y0; reference formed the same way from ttm_ref. */
+            CHECK_OK(gbtd_ttm_acc(-1.5, &x, &u, 2, GBTD_TRANS, 0.25, &y), "ttm_acc last mode");
+            gbtd_tensor_scale(&yr, -1.5);
+            gbtd_tensor_axpy(0.25, &y0, &yr);
+            double d;
+            gbtd_tensor_max_abs_diff(&y, &yr, &d);
+            /* |X x U| <= 6 * max|x| * max|u| < 6 * 6 * 6 (normal samples below 6 sigma) */
+            snprintf(name, sizeof name, "blocked last-mode ttm_acc, J = %lld, %d thread(s)",
+                     (long long)j, threads);
+            CHECK_LE(d, 4 * 6 * DBL_EPSILON * (1.5 * 216 + 0.25 * 6), name);
+            gbtd_tensor_free(&y);
+            gbtd_tensor_free(&yr);
+            gbtd_tensor_free(&y0);
+            gbtd_tensor_free(&u);
+        }
+    }
+    gbtd_set_threads(1);
+    gbtd_tensor_free(&x);
 }
 
 static void test_ttm_acc_and_edges(void)
@@ -938,6 +982,7 @@ static void test_errors(void)
 
 typedef int (*alloc_case)(gbtd_tensor *out);
 static gbtd_tensor af_x, af_u, af_m, af_x2, af_xs_big, af_xs;
+static double af_big[3306];
 
 static int af_unfold(gbtd_tensor *o) { return gbtd_unfold_alloc(&af_x, 1, o); }
 static int af_fold(gbtd_tensor *o) { return gbtd_fold_alloc(&af_m, 1, 3, af_x.shape, o); }
@@ -953,6 +998,14 @@ static int af_multi(gbtd_tensor *o)
     const gbtd_tensor *l[3] = {&af_u, &af_u, &af_u};
     const int md[3] = {0, 1, 2};
     return gbtd_multi_ttm_alloc(&af_xs, l, md, 3, GBTD_TRANS, o);
+}
+static int af_ttm_last(gbtd_tensor *o)
+{
+    const int64_t sh[2] = {1100, 3};
+    gbtd_tensor x, u;
+    gbtd_tensor_wrap(af_big, 2, sh, &x);
+    gbtd_tensor_wrap(af_big + 3300, 2, (const int64_t[]){2, 3}, &u);
+    return gbtd_ttm_alloc(&x, &u, 1, GBTD_NOTRANS, o);
 }
 static int af_lsv(gbtd_tensor *o) { return gbtd_leading_singular_vectors(&af_xs, 1, 2, o, NULL); }
 static int af_lsv_small(gbtd_tensor *o)
@@ -977,6 +1030,7 @@ static void test_alloc_failures(void)
                  {"kron_alloc", af_kron},
                  {"khatri_rao_alloc", af_kr},
                  {"ttm_alloc", af_ttm},
+                 {"ttm_alloc last mode (block workspace)", af_ttm_last},
                  {"multi_ttm_alloc (strided X, 3 modes)", af_multi},
                  {"leading_singular_vectors (strided X)", af_lsv},
                  {"leading_singular_vectors (column Gram)", af_lsv_small}};
@@ -1020,6 +1074,7 @@ int main(int argc, char **argv)
     test_unfold_fixtures();
     test_ttm_fixtures();
     test_ttm_random();
+    test_ttm_last_mode();
     test_ttm_acc_and_edges();
     test_multi_ttm();
     test_kron_kr();
