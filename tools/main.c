@@ -14,6 +14,7 @@ struct command {
 
 /* One line per command; keep alphabetical. */
 static const struct command commands[] = {
+    {"arch", cmd_arch, "layer table, parameters and multiply-adds of a network spec"},
     {"demo", cmd_demo, "run the main job on the default data and print its table"},
     {"info", cmd_info, "list the tensors in an .h5 / .npy file"},
 };
