@@ -1,0 +1,227 @@
+/* bench/conv: forward + backward (input and weight gradients) of 3x3 convolutions with 1 to 128
+ * groups on 128 channels (14x14 and 28x28, batch 64), a 1x1 convolution and a dense CIFAR-size
+ * 3x3, in gbtd and in PyTorch (bench/conv_torch.py, same thread count), in the same run.
+ * Each case is validated against the reference kernel on a 2-image slice before it is timed.
+ * Prints a table (min and median of REPS, GFLOP/s from 3 x 2 x MACs per step, time relative to
+ * the dense case of the same map size, ratio PyTorch / gbtd), then one JSON line.
+ *
+ * usage: conv [--threads 1,2] [--reps N] [--quick] [--no-torch] [--python PY] [--script PATH] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/rng.h"
+#include "core/status.h"
+#include "nn/ops.h"
+
+#ifndef CONV_PYTHON
+#define CONV_PYTHON "python3"
+#endif
+#ifndef CONV_SCRIPT
+#define CONV_SCRIPT "bench/conv_torch.py"
+#endif
+
+typedef struct bcase {
+    const char *label;
+    int64_t n, ci, h, w, co, k, s, p, g;
+    int dense_ref; /* index of the dense case of the same map (for the "vs dense" column), -1 */
+} bcase;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* A JSON number, or null for NaN (a missing PyTorch time, no dense case). */
+static const char *jnum(char *buf, double v)
+{
+    if (isnan(v)) return "null";
+    snprintf(buf, 32, "%.4g", v);
+    return buf;
+}
+
+static void fill(float *v, int64_t n, gbtd_rng *r)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = (float)(2.0 * gbtd_rng_uniform(r) - 1.0);
+}
+
+/* Forward and backward of a 2-image slice against the reference; returns max relative error. */
+static double validate(const bcase *c, gbtd_rng *r)
+{
+    gbtd_conv2d_shape s = gbtd_conv2d_shape_make(2, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
+    gbtd_conv2d_shape_init(&s);
+    const int64_t nx = s.n * s.c_in * s.h * s.w, ny = s.n * s.c_out * s.h_out * s.w_out;
+    const int64_t nw = gbtd_conv2d_weight_count(&s);
+    const size_t wl = gbtd_conv2d_workspace_size(&s, 0);
+    float *x = malloc(4 * (size_t)nx), *w = malloc(4 * (size_t)nw), *dy = malloc(4 * (size_t)ny);
+    float *y = calloc((size_t)ny, 4), *yr = calloc((size_t)ny, 4), *dx = calloc((size_t)nx, 4);
+    float *dxr = calloc((size_t)nx, 4), *dw = calloc((size_t)nw, 4), *dwr = calloc((size_t)nw, 4);
+    float *ws = malloc(4 * (wl ? wl : 1));
+    fill(x, nx, r); fill(w, nw, r); fill(dy, ny, r);
+    gbtd_conv2d_forward(&s, x, w, NULL, y, ws, wl);
+    gbtd_conv2d_backward(&s, x, w, dy, dx, dw, NULL, ws, wl);
+    gbtd_conv2d_forward_ref(&s, x, w, NULL, yr);
+    gbtd_conv2d_backward_ref(&s, x, w, dy, dxr, dwr, NULL);
+    double num = 0, den = 0, e = 0;
+    for (int64_t i = 0; i < ny; i++) { num += (y[i] - yr[i]) * (y[i] - yr[i]); den += yr[i] * yr[i]; }
+    e = fmax(e, sqrt(num / den));
+    num = den = 0;
+    for (int64_t i = 0; i < nx; i++) { num += (dx[i] - dxr[i]) * (dx[i] - dxr[i]); den += dxr[i] * dxr[i]; }
+    e = fmax(e, sqrt(num / den));
+    num = den = 0;
+    for (int64_t i = 0; i < nw; i++) { num += (dw[i] - dwr[i]) * (dw[i] - dwr[i]); den += dwr[i] * dwr[i]; }
+    e = fmax(e, sqrt(num / den));
+    free(x); free(w); free(dy); free(y); free(yr); free(dx); free(dxr); free(dw); free(dwr); free(ws);
+    return e;
+}
+
+static void time_gbtd(const bcase *c, int reps, gbtd_rng *r, double *tmin, double *tmed)
+{
+    gbtd_conv2d_shape s = gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
+    gbtd_conv2d_shape_init(&s);
+    const int64_t nx = s.n * s.c_in * s.h * s.w, ny = s.n * s.c_out * s.h_out * s.w_out;
+    const int64_t nw = gbtd_conv2d_weight_count(&s);
+    const size_t wl = gbtd_conv2d_workspace_size(&s, 0);
+    float *x = malloc(4 * (size_t)nx), *w = malloc(4 * (size_t)nw), *dy = malloc(4 * (size_t)ny);
+    float *y = malloc(4 * (size_t)ny), *dx = malloc(4 * (size_t)nx), *dw = malloc(4 * (size_t)nw);
+    float *ws = malloc(4 * (wl ? wl : 1));
+    fill(x, nx, r); fill(w, nw, r); fill(dy, ny, r);
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    for (int k = 0; k <= reps; k++) {
+        /* The training step zeroes gradients too; PyTorch's timing includes allocating them. */
+        const double t0 = now();
+        memset(dx, 0, 4 * (size_t)nx);
+        memset(dw, 0, 4 * (size_t)nw);
+        gbtd_conv2d_forward(&s, x, w, NULL, y, ws, wl);
+        gbtd_conv2d_backward(&s, x, w, dy, dx, dw, NULL, ws, wl);
+        const double t1 = now();
+        if (k > 0) t[k - 1] = t1 - t0;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_d);
+    *tmin = t[0];
+    *tmed = t[reps / 2];
+    free(x); free(w); free(dy); free(y); free(dx); free(dw); free(ws); free(t);
+}
+
+int main(int argc, char **argv)
+{
+    const char *python = CONV_PYTHON, *script = CONV_SCRIPT, *threads_arg = "1,2";
+    int reps = 5, quick = 0, torch = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads_arg = argv[++i];
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--python") && i + 1 < argc) python = argv[++i];
+        else if (!strcmp(argv[i], "--script") && i + 1 < argc) script = argv[++i];
+        else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--no-torch")) torch = 0;
+        else {
+            fprintf(stderr, "conv: unknown argument '%s'\nusage: conv [--threads 1,2] [--reps N] "
+                            "[--quick] [--no-torch] [--python PY] [--script PATH]\n", argv[i]);
+            return 2;
+        }
+    }
+    if (reps < 1) reps = 1;
+    const int64_t nb = quick ? 8 : 64;
+    bcase cases[] = {
+        {"3x3 g1 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 1, 0},
+        {"3x3 g4 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 4, 0},
+        {"3x3 g8 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 8, 0},
+        {"3x3 g32 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 32, 0},
+        {"3x3 g128 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 128, 0},
+        {"3x3 g1 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 1, 5},
+        {"3x3 g4 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 4, 5},
+        {"3x3 g8 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 8, 5},
+        {"3x3 g32 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 32, 5},
+        {"3x3 g128 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 128, 5},
+        {"3x3 g32 s2 28>14", nb, 128, 28, 28, 128, 3, 2, 1, 32, -1},
+        {"1x1 256>128 14x14", nb, 256, 14, 14, 128, 1, 1, 0, 1, -1},
+        {"3x3 g1 64 32x32", nb, 64, 32, 32, 64, 3, 1, 1, 1, -1},
+    };
+    const int ncase = (int)(sizeof cases / sizeof cases[0]);
+    gbtd_rng *rng;
+    gbtd_rng_alloc(1, &rng);
+    double worst = 0;
+    for (int i = 0; i < ncase; i++) worst = fmax(worst, validate(&cases[i], rng));
+    printf("# validation: max relative L2 error vs reference (fwd, dx, dw) = %.2e\n", worst);
+    if (!(worst < 1e-5)) {
+        fprintf(stderr, "conv: validation failed (%.3g)\n", worst);
+        return 1;
+    }
+    int thr[4], nthr = 0;
+    for (const char *p = threads_arg; *p && nthr < 4;) {
+        thr[nthr++] = atoi(p);
+        p = strchr(p, ',');
+        if (!p) break;
+        p++;
+    }
+    printf("# batch %lld, %d timed runs after one warm-up; time = forward + backward (dx, dw), ms\n",
+           (long long)nb, reps);
+    printf("%-20s %3s %9s %9s %8s %8s %9s %9s %8s %8s\n", "case", "thr", "gbtd_min", "gbtd_med",
+           "GF/s", "vs_dense", "torch_min", "torch_med", "GF/s", "torch/g");
+    char json[16384];
+    size_t jl = (size_t)snprintf(json, sizeof json, "{\"bench\":\"conv\",\"batch\":%lld,\"cases\":[", (long long)nb);
+    int first = 1;
+    for (int ti = 0; ti < nthr; ti++) {
+        gbtd_set_threads(thr[ti]);
+        double tg[32], tp[32], tpm[32];
+        for (int i = 0; i < ncase; i++) tp[i] = tpm[i] = NAN;
+        if (torch) {
+            char cmd[8192];
+            int len = snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d '%s' '%s' %d %d", thr[ti], python,
+                               script, thr[ti], reps);
+            for (int i = 0; i < ncase; i++)
+                len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld",
+                                (long long)cases[i].n, (long long)cases[i].ci, (long long)cases[i].h,
+                                (long long)cases[i].w, (long long)cases[i].co, (long long)cases[i].k,
+                                (long long)cases[i].s, (long long)cases[i].p, (long long)cases[i].g);
+            FILE *f = popen(cmd, "r");
+            char line[512];
+            int i = 0;
+            while (f && i < ncase && fgets(line, sizeof line, f)) {
+                const char *a = strstr(line, "\"min_s\": "), *b = strstr(line, "\"median_s\": ");
+                if (a && b) {
+                    tp[i] = atof(a + 9);
+                    tpm[i] = atof(b + 12);
+                    i++;
+                }
+            }
+            if (!f || pclose(f) != 0 || i < ncase)
+                fprintf(stderr, "conv: PyTorch reference failed (%s); its columns are NaN\n", cmd);
+        }
+        for (int i = 0; i < ncase; i++) {
+            const bcase *c = &cases[i];
+            double tmin, tmed;
+            time_gbtd(c, reps, rng, &tmin, &tmed);
+            tg[i] = tmin;
+            gbtd_conv2d_shape s = gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
+            gbtd_conv2d_shape_init(&s);
+            const double gf = 6.0 * (double)gbtd_conv2d_macs(&s) * 1e-9;
+            const double vs = c->dense_ref >= 0 ? tmin / tg[c->dense_ref] : NAN;
+            printf("%-20s %3d %9.2f %9.2f %8.1f %8.3f %9.2f %9.2f %8.1f %8.2f\n", c->label, thr[ti],
+                   1e3 * tmin, 1e3 * tmed, gf / tmin, vs, 1e3 * tp[i], 1e3 * tpm[i], gf / tp[i],
+                   tp[i] / tmin);
+            fflush(stdout);
+            char a[32], b2[32], v[32];
+            jl += (size_t)snprintf(json + jl, sizeof json - jl,
+                                   "%s{\"case\":\"%s\",\"threads\":%d,\"gbtd_ms\":%.3f,\"torch_ms\":%s,"
+                                   "\"gbtd_gflops\":%.2f,\"torch_over_gbtd\":%s,\"vs_dense\":%s}",
+                                   first ? "" : ",", c->label, thr[ti], 1e3 * tmin,
+                                   jnum(a, 1e3 * tp[i]), gf / tmin, jnum(b2, tp[i] / tmin), jnum(v, vs));
+            first = 0;
+        }
+    }
+    snprintf(json + jl, sizeof json - jl, "],\"validation_rel_err\":%.3g}", worst);
+    printf("%s\n", json);
+    gbtd_rng_free(rng);
+    return 0;
+}
