@@ -11,7 +11,9 @@
 #include "linalg/internal.h"
 
 /* Slab GEMMs below this flop count run faster one per thread than with threaded BLAS. */
-#define TTM_SMALL_GEMM_FLOPS 2.0e7
+#define TTM_SMALL_GEMM_FLOPS 1.0e8
+/* Above this load imbalance of P slabs over the threads, large slab GEMMs use threaded BLAS. */
+#define TTM_MAX_IMBALANCE 1.12
 
 /* Shape checks common to every TTM entry point. Sets *jout (rows of op(U)). */
 static int ttm_check(const char *op, const gbtd_tensor *x, const gbtd_tensor *u, int mode,
@@ -171,7 +173,7 @@ static int ttm_blas(const char *op, double alpha, const gbtd_tensor *x, const gb
     if (nt > 1 && p_n >= nt) {
         const int64_t rounds = (p_n + nt - 1) / nt;
         const double imbalance = (double)(rounds * nt) / (double)p_n;
-        outer = imbalance <= 1.05 || slab_flops < TTM_SMALL_GEMM_FLOPS;
+        outer = imbalance <= TTM_MAX_IMBALANCE || slab_flops < TTM_SMALL_GEMM_FLOPS;
     }
 #ifdef _OPENMP
     if (outer) {
