@@ -33,6 +33,10 @@ int io_desc_push(gbtd_tensor_desc_list *l, const char *name, gbtd_dtype dtype, c
 /* Move every item of src into dst (same-name items replaced), all or nothing; src emptied. */
 int io_attr_list_merge(gbtd_attr_list *dst, gbtd_attr_list *src);
 
+/* Append an item that borrows `data` (memory owned by the set's mapping). */
+int io_tensor_set_add_view(gbtd_tensor_set *s, const char *name, gbtd_dtype dtype, int ndim,
+                           const int64_t *shape, const void *data);
+
 /* The file's base name, for messages about members. */
 const char *io_basename(const char *path);
 

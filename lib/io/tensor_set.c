@@ -89,6 +89,17 @@ int gbtd_tensor_set_add(gbtd_tensor_set *s, const char *name, gbtd_dtype dtype, 
     return GBTD_OK;
 }
 
+int io_tensor_set_add_view(gbtd_tensor_set *s, const char *name, gbtd_dtype dtype, int ndim,
+                           const int64_t *shape, const void *data)
+{
+    gbtd_named_tensor *t = NULL;
+    GBTD_CHECK(set_reserve(s, name, dtype, ndim, shape, &t));
+    t->data = (void *)(uintptr_t)data;
+    t->owned = false;
+    s->count++;
+    return GBTD_OK;
+}
+
 int gbtd_tensor_set_add_tensor(gbtd_tensor_set *s, const char *name, const gbtd_tensor *x,
                                gbtd_dtype dtype)
 {

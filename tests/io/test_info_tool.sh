@@ -36,6 +36,17 @@ fi
 run info "$FIX/np_f4_2x3x5.npy"
 check "info npy: shape and dtype" $(grep -Eq "np_f4_2x3x5.npy +\(2, 3, 5\) +float32 +120$" <<<"$out"; echo $?)
 
+run info "$FIX/st_mixed.safetensors"
+check "info safetensors: 6 tensors, F16 entry" \
+  $(grep -q "safetensors, 6 tensors" <<<"$out" && grep -Eq "^ +half +\(3, 5\) +float16 +30$" <<<"$out"; echo $?)
+run info --json "$FIX/npz_deflated.npz"
+check "info --json npz: member entry" \
+  $(grep -qF '{"name": "c", "shape": [2, 2], "dtype": "int64", "bytes": 32}' <<<"$out"; echo $?)
+head -c 200 "$FIX/st_mixed.safetensors" >"$TMP/cut.safetensors"
+run info "$TMP/cut.safetensors"
+check "info truncated safetensors: exit 2, one line naming the file" \
+  $([ $rc -eq 2 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -qF "$TMP/cut.safetensors" <<<"$err"; echo $?)
+
 head -c 100 "$FIX/np_f8_3x4.npy" >"$TMP/cut.npy"
 run info "$TMP/cut.npy"
 check "info truncated npy: exit 2" $([ $rc -eq 2 ]; echo $?)
