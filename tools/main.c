@@ -15,6 +15,7 @@ struct command {
 /* One line per command; keep alphabetical. */
 static const struct command commands[] = {
     {"arch", cmd_arch, "layer table, parameters and multiply-adds of a network spec"},
+    {"decompose", cmd_decompose, "Tucker, CP or BTD of a tensor (.npy / .h5) into an .h5 of factors"},
     {"demo", cmd_demo, "run the main job on the default data and print its table"},
     {"info", cmd_info, "list the tensors in an .h5 / .npy file"},
 };
