@@ -1,0 +1,53 @@
+"""TensorLy side of bench/decomp: runs TensorLy 0.9 (NumPy backend) on the .npy inputs that
+bench/decomp wrote, with the thread count set by the caller (OPENBLAS_NUM_THREADS).
+
+usage: decomp_tensorly.py REPS CASE...
+  CASE = tucker:PATH:r0,r1,r2 | partial:PATH:m0,m1:r0,r1 | cp:PATH:R
+Prints one JSON object per case: min and median seconds of REPS timed calls (after a warm-up
+call for REPS > 1), iterations, and the relative error recomputed from the returned factors."""
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import tensorly as tl
+from tensorly.decomposition import parafac, partial_tucker, tucker
+
+tl.set_backend("numpy")
+
+
+def run(kind, x, args):
+    if kind == "tucker":
+        ranks = [int(v) for v in args[0].split(",")]
+        (core, factors), errs = tucker(x, rank=ranks, init="svd", return_errors=True)
+        return tl.tucker_to_tensor((core, factors)), len(errs)
+    if kind == "partial":
+        modes = [int(v) for v in args[0].split(",")]
+        ranks = [int(v) for v in args[1].split(",")]
+        (core, factors), errs = partial_tucker(x, rank=ranks, modes=modes, init="svd")
+        return tl.tenalg.multi_mode_dot(core, factors, modes=modes), len(errs)
+    rank = int(args[0])
+    cp, errs = parafac(x, rank, init="random", random_state=0, return_errors=True)
+    return tl.cp_to_tensor(cp), len(errs)
+
+
+def main():
+    reps = int(sys.argv[1])
+    for case in sys.argv[2:]:
+        kind, path, *args = case.split(":")
+        x = np.load(path)
+        times = []
+        for r in range(reps + (1 if reps > 1 else 0)):
+            t0 = time.perf_counter()
+            xh, iters = run(kind, x, args)
+            t1 = time.perf_counter()
+            if reps == 1 or r > 0:
+                times.append(t1 - t0)
+        err = float(np.linalg.norm(x - xh) / np.linalg.norm(x))
+        print(json.dumps({"case": case, "min_s": min(times), "median_s": statistics.median(times),
+                          "iterations": iters, "rel_error": err}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
