@@ -186,9 +186,13 @@ static int lsv_compute(lsv_ws *ws, const double *y, int ndim, const int64_t *sha
         const int rc = lsv_other(ws, y, p, in, q, r, u);
         if (rc <= 0) return rc;
     }
-    for (int64_t s = 0; s < p; s++)
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)in, (blasint)q, 1.0,
-                    y + s * in * q, (blasint)q, s ? 1.0 : 0.0, ws->gram, (blasint)in);
+    if (q == 1) /* last mode: Y is P x I_n, one syrk of Y^T Y */
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)in, (blasint)p, 1.0, y,
+                    (blasint)in, 0.0, ws->gram, (blasint)in);
+    else
+        for (int64_t s = 0; s < p; s++)
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)in, (blasint)q, 1.0,
+                        y + s * in * q, (blasint)q, s ? 1.0 : 0.0, ws->gram, (blasint)in);
     GBTD_CHECK(lsv_eig(ws, in, r));
     for (int64_t i = 0; i < in; i++)
         for (int64_t k = 0; k < r; k++) u[i * r + k] = ws->z[i + (r - 1 - k) * in];
@@ -225,6 +229,9 @@ static int mode_sv2(const gbtd_tensor *x, int mode, double *sv2)
     else if (other)
         cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ln, (blasint)in, 1.0, x->data, ln,
                     0.0, g, ln);
+    else if (q == 1)
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, ln, (blasint)p, 1.0, x->data,
+                    (blasint)in, 0.0, g, ln);
     else
         for (int64_t s = 0; s < p; s++)
             cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, ln, (blasint)q, 1.0,
