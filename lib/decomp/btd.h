@@ -27,8 +27,9 @@
  *    cores. J^T J is applied matrix-free from factor Gramians and small core contractions (cost
  *    independent of the size of X); the gradient takes one pass over the residual; each step is
  *    solved inexactly by CG with a block-Jacobi preconditioner.
- *  Initialisation: random (normal entries, seeded), or deterministic from a truncated HOSVD
- *  whose leading singular vectors are dealt out across the terms. Restarts: `restarts` runs with
+ *  Initialisation: random (normal entries, seeded), deterministic from a truncated HOSVD
+ *  whose leading singular vectors are dealt out across the terms, or algebraic (GEVD, the
+ *  default: exact for exact data, see gbtd_btd_init); random starts are swamp-prone for BTD. Restarts: `restarts` runs with
  *  seeds seed, seed+1, ..., keeping the best (a run that reaches error_tol ends the restarts).
  *  Compression (optional): X is first projected on its leading mode subspaces (truncated HOSVD
  *  of the factored modes, of sizes min(I, sum of the term ranks)), the model is fitted to the
@@ -116,8 +117,19 @@ typedef enum gbtd_btd_solver {
 
 typedef enum gbtd_btd_init {
     GBTD_BTD_INIT_RANDOM = 0, /* normal entries from the seed (one seed per restart) */
-    GBTD_BTD_INIT_HOSVD = 1   /* leading singular vectors dealt out over the terms; the first
+    GBTD_BTD_INIT_HOSVD = 1,  /* leading singular vectors dealt out over the terms; the first
                                  run only, further restarts are random */
+    GBTD_BTD_INIT_GEVD = 2,   /* algebraic start, every run with fresh random slice weights: for
+                                 two factored modes a, b with equal ranks per term and
+                                 I_a, I_b >= sum of the ranks, X is compressed on both, two
+                                 random combinations of its (a, b) slices form a pencil whose
+                                 eigenvectors, grouped into terms by the block structure they
+                                 share with further combinations, span the blocks of mode a;
+                                 mode b and the other modes follow by small solves. Exact for
+                                 an exact BTD in general position; with noise the grouping
+                                 uses the commutant of the pencil (sum of ranks <= 32). Falls
+                                 back to HOSVD where it does not apply. */
+    GBTD_BTD_INIT_AUTO = 3    /* GEVD (the default) */
 } gbtd_btd_init;
 
 typedef enum gbtd_btd_compress {
@@ -129,7 +141,7 @@ typedef enum gbtd_btd_compress {
 typedef struct gbtd_btd_opts {
     uint64_t seed;              /* default 42 */
     gbtd_btd_solver solver;     /* default GBTD_BTD_NLS */
-    gbtd_btd_init init;         /* default GBTD_BTD_INIT_RANDOM */
+    gbtd_btd_init init;         /* default GBTD_BTD_INIT_AUTO */
     int restarts;               /* runs, >= 1; default 1 */
     double tol;                 /* stop when (e_prev - e) / e_prev < tol for the relative error e
                                    (only on non-increasing steps); default 1e-10 */
