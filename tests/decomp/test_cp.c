@@ -324,7 +324,8 @@ static void test_errors(void)
     gbtd_tensor_fill(&v, 1.0);
     CHECK_STATUS(gbtd_cp_als(&v, 1, &m, NULL, NULL), GBTD_EINVAL, "1-way tensor refused");
     CHECK_STATUS(gbtd_cp_als(NULL, 1, &m, NULL, NULL), GBTD_EINVAL, "NULL tensor refused");
-    CHECK_STATUS(gbtd_cp_reconstruct_alloc(&m, &z), GBTD_EINVAL, "reconstruct empty model refused");
+    gbtd_tensor out = {0};
+    CHECK_STATUS(gbtd_cp_reconstruct_alloc(&m, &out), GBTD_EINVAL, "reconstruct empty model refused");
     CHECK(m.weights.data == NULL, "failed calls leave the model empty");
     gbtd_tensor_free(&v);
     gbtd_tensor_free(&z);
