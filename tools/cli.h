@@ -36,6 +36,8 @@ void cli_json_string(FILE *f, const char *s);
 int cmd_demo(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_arch(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_decompose(int argc, char **argv);
 
 #endif

@@ -17,7 +17,9 @@ static const struct command commands[] = {
     {"arch", cmd_arch, "layer table, parameters and multiply-adds of a network spec"},
     {"decompose", cmd_decompose, "Tucker, CP or BTD of a tensor (.npy / .h5) into an .h5 of factors"},
     {"demo", cmd_demo, "run the main job on the default data and print its table"},
+    {"eval", cmd_eval, "top-1/top-5, loss and confusion matrix of a trained network"},
     {"info", cmd_info, "list the tensors in an .h5 / .npy file"},
+    {"train", cmd_train, "train a network on Fashion-MNIST or CIFAR-10 (SGD, checkpoints)"},
 };
 
 static void usage(FILE *f)

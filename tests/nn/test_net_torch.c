@@ -6,7 +6,7 @@
  * parameter gradient for a given d loss / d logits, the running statistics after the step, and
  * eval-mode logits. The reference runs in float64.
  *
- * usage: test_net_torch PYTHON SCRIPT   (exit 77 when PyTorch is missing) */
+ * usage: test_net_torch PYTHON SCRIPT [SHARED_DATA_DIR]   (exit 77 when PyTorch is missing) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +15,7 @@
 #include "../check.h"
 #include "nn/arch.h"
 #include "nn/net.h"
+#include "nn/train.h"
 
 /* ||got - ref|| / ||ref|| over n values */
 static double rel_err_(const float *got, const double *ref, int64_t n)
@@ -235,6 +236,56 @@ static int run_case_(const char *python, const char *script, const char *spec, i
     return 0;
 }
 
+/* The pretrained CIFAR ResNet-20 on the first 1,000 test images: gbtd's predictions equal
+ * PyTorch's (float64 reference); the published full-test accuracy is 91.73 %. */
+static void pretrained_(const char *python, const char *script, const char *data)
+{
+    char w[1024], b[1024], out[] = "/tmp/gbtd_pred_XXXXXX", cmd[4096];
+    snprintf(w, sizeof w, "%s/models/resnet20-cifar10.safetensors", data);
+    snprintf(b, sizeof b, "%s/cifar-10-batches-bin/test_batch.bin", data);
+    FILE *probe = fopen(w, "rb");
+    if (!probe) {
+        printf("skip pretrained ResNet-20: %s missing\n", w);
+        return;
+    }
+    fclose(probe);
+    int fd = mkstemp(out);
+    if (fd < 0) return;
+    close(fd);
+    const int n = 1000;
+    snprintf(cmd, sizeof cmd, "'%s' '%s' --pretrained '%s' '%s' %d '%s' 2>/dev/null", python,
+             script, w, b, n, out);
+    CHECK(system(cmd) == 0, "pretrained: PyTorch reference predictions");
+    gbtd_net net;
+    gbtd_dataset d;
+    memset(&d, 0, sizeof d);
+    CHECK_OK(gbtd_net_from_spec("resnet-20", &net), "pretrained: build resnet-20");
+    CHECK_OK(gbtd_net_load_safetensors(&net, w), "pretrained: load the safetensors weights "
+             "(every name and shape matches)");
+    CHECK_OK(gbtd_dataset_load_cifar_file(b, &d), "pretrained: read test_batch.bin");
+    CHECK_OK(gbtd_dataset_truncate(&d, n), "pretrained: first 1000 images");
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    gbtd_eval_result r;
+    CHECK_OK(gbtd_evaluate(&net, &d, mean, std, 100, &r), "pretrained: evaluate");
+    FILE *f = fopen(out, "r");
+    int same = 0, read = 0, p;
+    while (f && read < n && fscanf(f, "%d", &p) == 1) {
+        same += r.pred && r.pred[read] == p;
+        read++;
+    }
+    if (f) fclose(f);
+    char label[128];
+    snprintf(label, sizeof label, "pretrained: %d of %d predictions equal PyTorch's", same, n);
+    CHECK(read == n && same == n, label);
+    snprintf(label, sizeof label, "pretrained: top-1 on the first 1000 images %.1f %% (published "
+             "91.73 %% on all 10000)", 100 * r.top1);
+    CHECK(r.top1 > 0.88 && r.top1 < 0.96, label);
+    gbtd_eval_result_free(&r);
+    gbtd_dataset_free(&d);
+    gbtd_net_free(&net);
+    remove(out);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -252,5 +303,6 @@ int main(int argc, char **argv)
     run_case_(argv[1], argv[2], "bottleneck-29:input=3x16x16", 4);
     run_case_(argv[1], argv[2], "resnext-29-8x4d:input=1x16x16", 4);
     run_case_(argv[1], argv[2], "cru-net-35@x14x7-8x4d:input=3x16x16", 4);
+    if (argc > 3) pretrained_(argv[1], argv[2], argv[3]);
     return check_finish();
 }

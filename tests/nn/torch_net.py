@@ -224,7 +224,33 @@ def write_set(base, tensors):
             b.write(struct.pack("<%dd" % v.numel(), *v.flatten().tolist()))
 
 
+def pretrained(weights, batch_file, n, out):
+    """Top-1 predictions of the CIFAR ResNet-20 in `weights` on the first n records of
+    batch_file (RGB / 255, normalised with the ImageNet mean and std), one per line."""
+    from safetensors.numpy import load_file
+    w = {k: torch.frombuffer(bytearray(v.astype("<f4").tobytes()), dtype=torch.float32)
+         .reshape(v.shape).double() for k, v in load_file(weights).items()}
+    net = Net(PRESETS["resnet-20"], 3, 10).double()
+    for k, v in net.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            w[k] = v
+    net.load_state_dict(w, strict=True)
+    net.eval()
+    raw = open(batch_file, "rb").read(3073 * n)
+    pix = torch.tensor([b for i in range(n) for b in raw[3073 * i + 1:3073 * (i + 1)]],
+                       dtype=torch.float64).reshape(n, 3, 32, 32) / 255.0
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).reshape(1, 3, 1, 1)
+    with torch.no_grad():
+        pred = net((pix - mean) / std).argmax(1)
+    with open(out, "w") as f:
+        f.write("\n".join(str(int(p)) for p in pred) + "\n")
+
+
 def main():
+    if sys.argv[1] == "--pretrained":
+        pretrained(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        return
     spec, d = sys.argv[1], sys.argv[2]
     name = spec.split(":")[0]
     w = read_set(d + "/in")
