@@ -1,0 +1,315 @@
+/* Unit tests of the network builder, data readers, optimiser, checkpoints and a short
+ * training run. usage: test_net [SHARED_DATA_DIR] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "io/io.h"
+#include "nn/arch.h"
+#include "nn/train.h"
+
+static void counts_(void)
+{
+    /* exact counts of the graphs in PAPER.md (docs/networks.md explains the columns) */
+    static const struct { const char *spec; long long params, weights, mib; double gmacs; } c[] = {
+        {"resnet-50", 25557032, 25503912, 98, 4.09},
+        {"resnext-50-32x4d", 25028904, 24960680, 96, 4.23},
+        {"cru-net-56@x14-32x4d", 25609384, 25539880, 98, 5.63},
+        {"cru-net-56@x14-136x1d", 25474144, 25403520, 98, 5.65},
+        {"cru-net-116@x28x14-32x4d", 43656136, 43519304, 168, 12.65},
+        {"resnet-20", 269722, 268346, 2, 0.04},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        gbtd_arch a;
+        gbtd_net n;
+        char label[160];
+        memset(&n, 0, sizeof n);
+        int rc = gbtd_arch_parse(c[i].spec, &a);
+        if (!rc) rc = gbtd_arch_build(&a, &n);
+        int64_t bn = 0;
+        for (int k = 0; k < n.nlayers; k++)
+            if (n.layers[k].kind == GBTD_LAYER_BN) bn += n.layers[k].params;
+        snprintf(label, sizeof label, "%s: %lld parameters", c[i].spec, c[i].params);
+        CHECK(rc == 0 && n.nparams == c[i].params, label);
+        snprintf(label, sizeof label, "%s: %lld weights without batch norm", c[i].spec,
+                 c[i].weights);
+        CHECK(rc == 0 && n.nparams - bn == c[i].weights, label);
+        snprintf(label, sizeof label, "%s: %lld MiB float32 file incl. running statistics",
+                 c[i].spec, c[i].mib);
+        CHECK(rc == 0 && (gbtd_net_file_bytes(&n) + (1 << 20) - 1) >> 20 == c[i].mib, label);
+        snprintf(label, sizeof label, "%s: %.2f G multiply-adds", c[i].spec, c[i].gmacs);
+        CHECK_CLOSE(gbtd_net_macs(&n) / 1e9, c[i].gmacs, 0.005, 0, label);
+        gbtd_net_free(&n);
+    }
+    /* the paper's rounding: ResNeXt-50 25.0 M, CRU-Net-116 43.7 M (all parameters);
+     * ResNet-50 25.5 M and CRU-Net-56 25.5 M (weights without batch norm) */
+    gbtd_net n;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=1x28x28", &n), "resnet-20 on 28x28 builds");
+    CHECK(n.classes == 10 && gbtd_net_find(&n, "layer3.2.bn2.running_var") &&
+              gbtd_net_find(&n, "linear.weight"),
+          "resnet-20 uses the PyTorch CIFAR names");
+    gbtd_net_free(&n);
+    /* sharing: one weight per group */
+    CHECK_OK(gbtd_net_from_spec("cru-net-35@x14x7-8x4d", &n), "cru-net-35 builds");
+    int shared = 0;
+    for (int k = 0; k < n.nlayers; k++) shared += n.layers[k].shared_with >= 0;
+    /* stages 2 and 3: conv_a and conv_b reused by units 1 and 2 (4 each), W_p at stride 2 (1) */
+    CHECK(shared == 10 && !gbtd_net_find(&n, "layer2.1.conv_a.weight") &&
+              gbtd_net_find(&n, "layer2.0.conv_a.weight"),
+          "cru-net-35: 10 layers reuse a weight, no duplicate tensors");
+    gbtd_net_free(&n);
+    /* explicit form */
+    CHECK_OK(gbtd_net_from_spec("custom:block=bottleneck,act=pre,units=2/2,width=32/64,"
+                                "inner=16/32,groups=4/32,share=0/2,input=1x12x12,classes=5", &n),
+             "custom spec with units, widths, groups and sharing");
+    CHECK(n.classes == 5 && n.in_h == 12, "custom spec: classes and input");
+    gbtd_net_free(&n);
+    gbtd_arch a;
+    CHECK_STATUS(gbtd_arch_parse("resnet-19", &a), GBTD_EINVAL, "unknown depth refused");
+    CHECK_STATUS(gbtd_arch_parse("resnet-20:units=3/x", &a), GBTD_EINVAL, "bad list refused");
+    CHECK_STATUS(gbtd_arch_parse("resnet-20:width=16/32", &a), GBTD_EINVAL,
+                 "list length != stages refused");
+    CHECK_STATUS(gbtd_arch_parse("resnet-20:colour=red", &a), GBTD_EINVAL, "unknown key refused");
+    CHECK_STATUS(gbtd_arch_parse("bottleneck-29:groups=3/3/3", &a), GBTD_EINVAL,
+                 "groups not dividing the width refused");
+    CHECK_STATUS(gbtd_arch_parse("resnet-20:share=0/2/0", &a), GBTD_EINVAL,
+                 "CRU stage in a post-activation net refused");
+}
+
+static void write_file_(const char *path, const void *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fwrite(buf, 1, len, f);
+        fclose(f);
+    }
+}
+
+static void data_errors_(void)
+{
+    char dir[] = "/tmp/gbtd_data_XXXXXX", p[512], q[512];
+    if (!mkdtemp(dir)) return;
+    gbtd_dataset d;
+    memset(&d, 0, sizeof d);
+    uint8_t rec[2 * 3073];
+    memset(rec, 7, sizeof rec);
+    rec[0] = 3;
+    rec[3073] = 9;
+    snprintf(p, sizeof p, "%s/ok.bin", dir);
+    write_file_(p, rec, sizeof rec);
+    CHECK_OK(gbtd_dataset_load_cifar_file(p, &d), "cifar: two valid records");
+    CHECK(d.n == 2 && d.labels[0] == 3 && d.labels[1] == 9 && d.images[5] == 7,
+          "cifar: labels and pixels");
+    gbtd_dataset_free(&d);
+    snprintf(p, sizeof p, "%s/short.bin", dir);
+    write_file_(p, rec, 3073 + 100);
+    CHECK_STATUS(gbtd_dataset_load_cifar_file(p, &d), GBTD_EFORMAT, "cifar: truncated refused");
+    CHECK(strstr(gbtd_last_error(), "short.bin") != NULL, "cifar: message names the file");
+    rec[3073] = 10;
+    snprintf(p, sizeof p, "%s/label.bin", dir);
+    write_file_(p, rec, sizeof rec);
+    CHECK_STATUS(gbtd_dataset_load_cifar_file(p, &d), GBTD_EFORMAT, "cifar: label 10 refused");
+    CHECK(d.n == 0 && d.images == NULL, "cifar: nothing left behind");
+    snprintf(p, sizeof p, "%s/none.bin", dir);
+    CHECK_STATUS(gbtd_dataset_load_cifar_file(p, &d), GBTD_EIO, "cifar: missing file refused");
+    /* IDX: 2 images 2x2 + labels */
+    uint8_t img[16 + 8] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8};
+    uint8_t lab[8 + 2] = {0, 0, 8, 1, 0, 0, 0, 2, 4, 9};
+    snprintf(p, sizeof p, "%s/img", dir);
+    snprintf(q, sizeof q, "%s/lab", dir);
+    write_file_(p, img, sizeof img);
+    write_file_(q, lab, sizeof lab);
+    CHECK_OK(gbtd_dataset_load_idx(p, q, 10, &d), "idx: valid (uncompressed) files");
+    CHECK(d.n == 2 && d.h == 2 && d.labels[1] == 9 && d.images[7] == 8, "idx: contents");
+    gbtd_dataset_free(&d);
+    write_file_(p, img, sizeof img - 1);
+    CHECK_STATUS(gbtd_dataset_load_idx(p, q, 10, &d), GBTD_EFORMAT, "idx: truncated refused");
+    img[3] = 1;
+    write_file_(p, img, sizeof img);
+    CHECK_STATUS(gbtd_dataset_load_idx(p, q, 10, &d), GBTD_EFORMAT, "idx: wrong magic refused");
+    CHECK(strstr(gbtd_last_error(), "magic") != NULL, "idx: message says magic");
+    img[3] = 3;
+    write_file_(p, img, sizeof img);
+    lab[9] = 10;
+    write_file_(q, lab, sizeof lab);
+    CHECK_STATUS(gbtd_dataset_load_idx(p, q, 10, &d), GBTD_EFORMAT, "idx: label 10 refused");
+    snprintf(q, sizeof q, "rm -rf '%s'", dir);
+    if (system(q) != 0) printf("could not remove %s\n", dir);
+}
+
+static void loader_(void)
+{
+    gbtd_dataset d;
+    memset(&d, 0, sizeof d);
+    d.n = 10;
+    d.c = 1;
+    d.h = d.w = 4;
+    d.classes = 10;
+    snprintf(d.name, sizeof d.name, "toy");
+    d.images = gbtd_malloc(160);
+    d.labels = gbtd_malloc(10 * sizeof(int32_t));
+    for (int i = 0; i < 160; i++) d.images[i] = (uint8_t)(i % 16 * 16);
+    for (int i = 0; i < 10; i++) d.labels[i] = i;
+    float sums[2][10];
+    for (int run = 0; run < 2; run++) {
+        gbtd_loader_opts o = gbtd_loader_opts_default();
+        o.batch = 4;
+        o.shuffle = o.flip = true;
+        o.crop_pad = 1;
+        o.seed = 5;
+        o.mean[0] = 0;
+        o.std[0] = 1;
+        o.prefetch = run == 0; /* same batches with and without the thread */
+        gbtd_loader *l;
+        CHECK_OK(gbtd_loader_create(&d, &o, &l), "loader: create");
+        gbtd_loader_start_epoch(l, 3);
+        const float *x;
+        const int32_t *y;
+        int n, k = 0, total = 0, seen = 0;
+        while (gbtd_loader_next(l, &x, &y, &n) == GBTD_OK && n > 0) {
+            for (int i = 0; i < n; i++) {
+                float s = 0;
+                for (int j = 0; j < 16; j++) s += x[i * 16 + j];
+                sums[run][k++] = s + 1000.0f * (float)y[i];
+                seen |= 1 << y[i];
+            }
+            total += n;
+        }
+        CHECK(total == 10 && seen == 1023, "loader: an epoch visits every image once");
+        gbtd_loader_free(l);
+    }
+    CHECK(!memcmp(sums[0], sums[1], sizeof sums[0]),
+          "loader: batches depend on (seed, epoch) only, not on the prefetch thread");
+    gbtd_dataset_free(&d);
+}
+
+static void optim_(void)
+{
+    gbtd_net n;
+    CHECK_OK(gbtd_net_from_spec("custom:units=1,width=4,stem-width=4,input=1x4x4,classes=2", &n),
+             "tiny net");
+    gbtd_sgd_opts so = {0.9, 0.1, true, false};
+    gbtd_sgd s;
+    CHECK_OK(gbtd_sgd_init(&s, &n, &so), "sgd init");
+    const gbtd_net_entry *w = gbtd_net_find(&n, "conv1.weight"), *g = gbtd_net_find(&n, "bn1.weight");
+    float *pw = gbtd_net_entry_data(&n, w), *pg = gbtd_net_entry_data(&n, g);
+    float w0 = pw[0], g0 = pg[0];
+    for (int64_t i = 0; i < n.nparams; i++) n.grads[i] = 0.5f;
+    gbtd_sgd_step(&s, n.params, n.grads, 0.1);
+    gbtd_sgd_step(&s, n.params, n.grads, 0.1);
+    /* closed form in double for two Nesterov steps: d = g + wd p; v = mu v + d;
+     * p -= lr (d + mu v) */
+    double p = w0, v = 0, q = g0, u = 0;
+    for (int k = 0; k < 2; k++) {
+        double d = 0.5 + 0.1 * p;
+        v = 0.9 * v + d;
+        p -= 0.1 * (d + 0.9 * v);
+        double e = 0.5; /* no decay on batch norm */
+        u = 0.9 * u + e;
+        q -= 0.1 * (e + 0.9 * u);
+    }
+    CHECK_CLOSE(pw[0], p, 1e-6, 1e-6, "sgd: Nesterov with weight decay on a conv weight");
+    CHECK_CLOSE(pg[0], q, 1e-6, 1e-6, "sgd: no weight decay on batch-norm gamma");
+    gbtd_lr_schedule sch = {GBTD_LR_COSINE, 1.0, 110, 10, 0, {0}, 0.1};
+    CHECK_CLOSE(gbtd_lr_at(&sch, 0), 0.1, 1e-12, 0, "warm-up: first step base/10");
+    CHECK_CLOSE(gbtd_lr_at(&sch, 60), 0.5, 1e-12, 0, "cosine: half way = base/2");
+    CHECK_CLOSE(gbtd_lr_at(&sch, 110), 0.0, 1e-12, 0, "cosine: end = 0");
+    gbtd_lr_schedule st = {GBTD_LR_STEP, 1.0, 0, 0, 2, {10, 20}, 0.1};
+    CHECK_CLOSE(gbtd_lr_at(&st, 15), 0.1, 1e-12, 0, "step: after one milestone");
+    CHECK_CLOSE(gbtd_lr_at(&st, 25), 0.01, 1e-12, 0, "step: after two milestones");
+
+    /* checkpoint round trip and version check */
+    char path[] = "/tmp/gbtd_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    gbtd_train_state ts = {3, 42, 7}, back;
+    CHECK_OK(gbtd_checkpoint_save(path, &n, &s, &ts), "checkpoint: save");
+    float keep = pw[1], kv = s.velocity[1];
+    pw[1] = 99;
+    s.velocity[1] = 99;
+    char spec[128];
+    CHECK_OK(gbtd_checkpoint_spec(path, spec, sizeof spec), "checkpoint: spec");
+    CHECK(!strcmp(spec, n.spec), "checkpoint: spec recorded");
+    CHECK_OK(gbtd_checkpoint_load(path, &n, &s, &back), "checkpoint: load");
+    CHECK(pw[1] == keep && s.velocity[1] == kv && back.epoch == 3 && back.step == 42 &&
+              back.seed == 7,
+          "checkpoint: parameters, velocity and position restored exactly");
+    gbtd_attr_list at;
+    memset(&at, 0, sizeof at);
+    gbtd_attr_list_set_int(&at, "version", 99);
+    gbtd_h5 *f;
+    if (gbtd_h5_open_append(path, &f) == GBTD_OK) {
+        gbtd_h5_write_attrs(f, "/", &at);
+        gbtd_h5_close(f);
+    }
+    gbtd_attr_list_free(&at);
+    CHECK_STATUS(gbtd_checkpoint_load(path, &n, &s, &back), GBTD_EUNSUPPORTED,
+                 "checkpoint: unknown version refused");
+    CHECK(strstr(gbtd_last_error(), "hint") != NULL, "checkpoint: refusal carries a hint");
+    gbtd_net other;
+    gbtd_net_from_spec("resnet-8", &other);
+    gbtd_checkpoint_save(path, &other, NULL, NULL);
+    CHECK_STATUS(gbtd_checkpoint_load(path, &n, NULL, NULL), GBTD_ESHAPE,
+                 "checkpoint: another network's file refused");
+    gbtd_net_free(&other);
+    remove(path);
+    gbtd_sgd_free(&s);
+    gbtd_net_free(&n);
+}
+
+static int quiet_epoch_(const gbtd_epoch_info *e, void *ctx)
+{
+    *(gbtd_epoch_info *)ctx = *e;
+    return 0;
+}
+
+static void short_training_(void)
+{
+    gbtd_dataset tr, te;
+    if (gbtd_dataset_load_fashion_mnist(NULL, true, &tr) != GBTD_OK) {
+        printf("skip training: Fashion-MNIST not installed (%s)\n", gbtd_last_error());
+        return;
+    }
+    CHECK_OK(gbtd_dataset_load_fashion_mnist(NULL, false, &te), "fashion-mnist test set");
+    gbtd_dataset_truncate(&te, 1000);
+    gbtd_net n;
+    CHECK_OK(gbtd_net_from_spec("resnet-8:input=1x28x28", &n), "resnet-8 for Fashion-MNIST");
+    gbtd_sgd s;
+    gbtd_train_opts o = gbtd_train_opts_default();
+    o.epochs = 1;
+    o.batch = 32;
+    o.lr = 0.05;
+    o.max_steps = 300;
+    o.prefetch = true;
+    gbtd_epoch_info last;
+    memset(&last, 0, sizeof last);
+    o.on_epoch = quiet_epoch_;
+    o.ctx = &last;
+    gbtd_train_state st = {0, 0, 0};
+    CHECK_OK(gbtd_sgd_init(&s, &n, &o.sgd), "sgd for the training run");
+    CHECK_OK(gbtd_train_run(&n, &s, &st, &tr, &te, &o), "300 steps of SGD");
+    /* chance level is ln 10 = 2.30 and 10 %; 300 steps of batch 32 reach ~0.9 / ~75 % */
+    CHECK_LE(last.loss, 1.2, "training loss over the 300 steps below 1.2 (chance 2.30)");
+    CHECK(last.test_top1 > 0.65, "test top-1 after 300 steps above 65 % (chance 10 %)");
+    printf("short run: loss %.3f, train %.1f %%, test %.1f %% on 1000 images\n", last.loss,
+           100 * last.top1, 100 * last.test_top1);
+    gbtd_sgd_free(&s);
+    gbtd_net_free(&n);
+    gbtd_dataset_free(&tr);
+    gbtd_dataset_free(&te);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    gbtd_set_threads(1);
+    counts_();
+    data_errors_();
+    loader_();
+    optim_();
+    if (!getenv("GBTD_SKIP_TRAINING")) short_training_();
+    return check_finish();
+}
