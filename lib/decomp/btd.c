@@ -1549,6 +1549,9 @@ static int check_opts(const gbtd_btd_opts *o)
         return gbtd_error(GBTD_EINVAL, "btd: restarts %d (need >= 1)", o->restarts);
     if (!(o->tol >= 0.0) || !(o->error_tol >= 0.0) || !(o->time_budget >= 0.0))
         return gbtd_error(GBTD_EINVAL, "btd: tol, error_tol and time_budget must be >= 0");
+    if (o->compress != GBTD_BTD_COMPRESS_AUTO && o->compress != GBTD_BTD_COMPRESS_OFF &&
+        o->compress != GBTD_BTD_COMPRESS_ON)
+        return gbtd_error(GBTD_EINVAL, "btd: unknown compress setting %d", (int)o->compress);
     if (o->cg_max_iter < 1 || !(o->cg_tol > 0.0))
         return gbtd_error(GBTD_EINVAL, "btd: cg_max_iter must be >= 1 and cg_tol > 0");
     return GBTD_OK;
@@ -1703,6 +1706,132 @@ static int check_x_layout(const gbtd_tensor *x, const gbtd_btd *m)
     return GBTD_OK;
 }
 
+/* Compression: fit on X x_k V_k^T (V_k the leading min(I_k, sum of ranks) left singular
+ * vectors of each factored mode), expand the factors by V_k, refine on X. *done = 0 when
+ * compression is off, does not pay (AUTO: less than 4x smaller, or X below 2^16 entries) or
+ * the compressed layout is not valid; the model is then untouched. */
+static int fit_compressed(const gbtd_tensor *x, gbtd_btd *model, gbtd_btd_info *info,
+                          const gbtd_btd_opts *opts, int *done)
+{
+    *done = 0;
+    if (opts->compress == GBTD_BTD_COMPRESS_OFF) return GBTD_OK;
+    const int K = model->nmodes, N = model->ndim;
+    int64_t csh[GBTD_MAX_MODES] = {0}, numel = 1, cnumel = 1, sumL[GBTD_MAX_MODES] = {0};
+    for (int k = 0; k < K; k++)
+        for (int r = 0; r < model->nterms; r++) sumL[k] += model->ranks[r * K + k];
+    for (int n = 0; n < N; n++) csh[n] = model->shape[n];
+    int shrinks = 0;
+    for (int k = 0; k < K; k++) {
+        const int m = model->modes[k];
+        if (sumL[k] < csh[m]) {
+            csh[m] = sumL[k];
+            shrinks = 1;
+        }
+    }
+    for (int n = 0; n < N; n++) {
+        numel *= model->shape[n];
+        cnumel *= csh[n];
+    }
+    if (!shrinks) return GBTD_OK;
+    if (opts->compress == GBTD_BTD_COMPRESS_AUTO && (cnumel * 4 > numel || numel < 65536))
+        return GBTD_OK;
+    int sorted[GBTD_MAX_MODES], order[GBTD_MAX_MODES];
+    if (gbtd_btd_check_layout_(N, csh, K, model->modes, model->nterms, model->ranks, sorted,
+                               order) != GBTD_OK) {
+        gbtd_clear_error();
+        return GBTD_OK;
+    }
+    GBTD_CHECK(gbtd_tensor_check_finite(x, "btd input"));
+    const double t0 = gbtd_wall_time();
+    gbtd_tensor xs = {0}, xc = {0}, tmp = {0};
+    gbtd_btd mc;
+    memset(&mc, 0, sizeof mc);
+    gbtd_btd_info ic;
+    gbtd_decomp_info_init(&ic);
+    double *v[GBTD_MAX_MODES] = {NULL};
+    int rc = gbtd_tensor_clone(&xs, x);
+    if (rc != GBTD_OK) goto out;
+    if (!(gbtd_tensor_norm(&xs) > 0.0)) {
+        rc = gbtd_error(GBTD_EINVAL, "btd: the tensor is zero, nothing to decompose");
+        goto out;
+    }
+    /* Xc = X x_k V_k^T, one factored mode after the other. */
+    {
+        int64_t sh[GBTD_MAX_MODES];
+        memcpy(sh, model->shape, sizeof sh);
+        gbtd_tensor cur = xs;
+        for (int k = 0; k < K; k++) {
+            const int m = model->modes[k];
+            v[k] = gbtd_malloc((size_t)(sh[m] * csh[m]) * sizeof(double));
+            if (v[k] == NULL) {
+                rc = GBTD_ENOMEM;
+                goto out;
+            }
+            rc = leading_vectors(cur.data, N, sh, m, csh[m], v[k], csh[m]);
+            if (rc != GBTD_OK) goto out;
+            int64_t nsh[GBTD_MAX_MODES];
+            memcpy(nsh, sh, sizeof nsh);
+            nsh[m] = csh[m];
+            gbtd_tensor next;
+            rc = gbtd_tensor_alloc(&next, N, nsh);
+            if (rc != GBTD_OK) goto out;
+            gbtd_btd_ttm_(cur.data, N, sh, m, v[k], csh[m], csh[m], 1, 0.0, next.data);
+            gbtd_tensor_free(&tmp);
+            tmp = next;
+            cur = next;
+            memcpy(sh, nsh, sizeof sh);
+        }
+        xc = tmp;
+        memset(&tmp, 0, sizeof tmp);
+    }
+    rc = gbtd_btd_alloc(&mc, N, csh, K, model->modes, model->nterms, model->ranks);
+    if (rc != GBTD_OK) goto out;
+    gbtd_btd_opts oc = *opts;
+    if (oc.time_budget > 0.0) {
+        oc.time_budget -= gbtd_wall_time() - t0;
+        if (oc.time_budget <= 0.0) oc.time_budget = 1e-9;
+    }
+    rc = fit(&xc, &mc, &ic, &oc, 0);
+    if (rc != GBTD_OK) goto out;
+    /* Expand: U_{r,k} = V_k U^c_{r,k}; cores unchanged. */
+    for (int r = 0; r < model->nterms; r++) {
+        gbtd_tensor_copy(&model->cores[r], &mc.cores[r]);
+        for (int k = 0; k < K; k++) {
+            const gbtd_tensor *uc = &mc.factors[r * K + k];
+            gbtd_tensor *u = &model->factors[r * K + k];
+            const int64_t I = u->shape[0], c = uc->shape[0], L = u->shape[1];
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)I, (blasint)L,
+                        (blasint)c, 1.0, v[k], (blasint)c, uc->data, (blasint)L, 0.0, u->data,
+                        (blasint)L);
+        }
+    }
+    gbtd_btd_opts of = *opts;
+    if (of.time_budget > 0.0) {
+        of.time_budget -= gbtd_wall_time() - t0;
+        if (of.time_budget <= 0.0) of.time_budget = 1e-9;
+    }
+    if (ic.stop == GBTD_STOP_CALLBACK) of.max_iter = 1;
+    const double t1 = gbtd_wall_time();
+    rc = fit(x, model, info, &of, 1);
+    if (rc == GBTD_OK && info) {
+        /* The compressed phase counts as initialisation. */
+        info->time_init += t1 - t0;
+        info->time_total = gbtd_wall_time() - t0;
+        info->restarts = ic.restarts;
+        info->best_restart = ic.best_restart;
+        if (ic.stop == GBTD_STOP_CALLBACK) info->stop = GBTD_STOP_CALLBACK;
+    }
+    if (rc == GBTD_OK) *done = 1;
+out:
+    for (int k = 0; k < K; k++) gbtd_free(v[k]);
+    gbtd_tensor_free(&xs);
+    gbtd_tensor_free(&xc);
+    gbtd_tensor_free(&tmp);
+    gbtd_btd_free(&mc);
+    gbtd_decomp_info_free(&ic);
+    return rc;
+}
+
 int gbtd_btd_decompose(const gbtd_tensor *x, int nmodes, const int *modes, int nterms,
                        const int64_t *ranks, gbtd_btd *model, gbtd_btd_info *info,
                        const gbtd_btd_opts *opts)
@@ -1715,7 +1844,9 @@ int gbtd_btd_decompose(const gbtd_tensor *x, int nmodes, const int *modes, int n
     GBTD_CHECK(check_opts(opts));
     if (x == NULL || x->data == NULL) return gbtd_error(GBTD_EINVAL, "btd_decompose: NULL tensor");
     GBTD_CHECK(gbtd_btd_alloc(model, x->ndim, x->shape, nmodes, modes, nterms, ranks));
-    const int rc = fit(x, model, info, opts, 0);
+    int done = 0;
+    int rc = fit_compressed(x, model, info, opts, &done);
+    if (rc == GBTD_OK && !done) rc = fit(x, model, info, opts, 0);
     if (rc != GBTD_OK) gbtd_btd_free(model);
     return rc;
 }

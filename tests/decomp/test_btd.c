@@ -402,6 +402,40 @@ static void test_large_core(void)
     gbtd_tensor_free(&x);
 }
 
+/* Compression: fit on the HOSVD-projected tensor, expand, refine on the full one. */
+static void test_compress(void)
+{
+    gbtd_btd m, est;
+    gbtd_tensor x;
+    const int64_t sh[4] = {3, 3, 30, 34}, L[2] = {3, 3};
+    const int md[2] = {2, 3};
+    planted(55, 4, sh, 2, md, 3, L, &m, &x);
+    for (int s = 0; s < 2; s++) {
+        gbtd_btd_opts o = gbtd_btd_opts_default();
+        o.solver = s ? GBTD_BTD_NLS : GBTD_BTD_ALS;
+        o.compress = GBTD_BTD_COMPRESS_ON;
+        o.error_tol = 1e-10;
+        gbtd_btd_info info;
+        CHECK_OK(gbtd_btd_decompose(&x, 2, md, 3, m.ranks, &est, &info, &o), "compressed BTD");
+        double e = 1.0, ang = 1.0;
+        gbtd_btd_relative_error(&x, &est, &e);
+        gbtd_btd_subspace_angles(&m, &est, &ang, NULL, NULL);
+        CHECK_LE(e, 1e-8, s ? "compressed NLS: exact recovery on the full tensor"
+                            : "compressed ALS: exact recovery on the full tensor");
+        CHECK_LE(ang, 1e-6, "compressed: planted block subspaces");
+        CHECK(est.factors[0].shape[0] == 30 && est.factors[1].shape[0] == 34,
+              "compressed: factors expanded to the full sizes");
+        gbtd_decomp_info_free(&info);
+        gbtd_btd_free(&est);
+    }
+    gbtd_btd_opts o = gbtd_btd_opts_default();
+    o.compress = (gbtd_btd_compress)5;
+    CHECK_STATUS(gbtd_btd_decompose(&x, 2, md, 3, m.ranks, &est, NULL, &o), GBTD_EINVAL,
+                 "unknown compress setting");
+    gbtd_btd_free(&m);
+    gbtd_tensor_free(&x);
+}
+
 /* ---- subspace angles ------------------------------------------------------------------------- */
 
 static void test_angles(void)
@@ -630,14 +664,15 @@ static void test_alloc_failures(void)
     const int md[2] = {2, 3};
     planted(91, 4, sh, 2, md, 3, L, &m, &x);
     check_alloc_install();
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < 3; s++) {
         const long live0 = check_alloc_live();
         int clean = 1, n_fail = 0, finished = 0;
         for (long n = 0; n < 2000 && !finished; n++) {
             gbtd_btd est;
             gbtd_btd_info info;
             gbtd_btd_opts o = gbtd_btd_opts_default();
-            o.solver = s ? GBTD_BTD_NLS : GBTD_BTD_ALS;
+            o.solver = s == 1 ? GBTD_BTD_NLS : GBTD_BTD_ALS;
+            o.compress = s == 2 ? GBTD_BTD_COMPRESS_ON : GBTD_BTD_COMPRESS_OFF;
             o.max_iter = 3;
             o.restarts = 2;
             o.error_tol = 0.0;
@@ -657,9 +692,10 @@ static void test_alloc_failures(void)
             }
             if (check_alloc_live() != live0) clean = 0;
         }
-        CHECK(finished && n_fail > 10 && clean,
-              s ? "NLS: every allocation failure gives ENOMEM, no leak"
-                : "ALS: every allocation failure gives ENOMEM, no leak");
+        static const char *names[3] = {"ALS: every allocation failure gives ENOMEM, no leak",
+                                       "NLS: every allocation failure gives ENOMEM, no leak",
+                                       "compressed: every allocation failure gives ENOMEM, no leak"};
+        CHECK(finished && n_fail > 10 && clean, names[s]);
     }
     gbtd_set_allocator(NULL);
     gbtd_btd_free(&m);
@@ -681,6 +717,7 @@ int main(void)
     test_one_mode();
     test_noise();
     test_large_core();
+    test_compress();
     test_stops();
     test_alloc_failures();
     return check_finish();
