@@ -13,7 +13,7 @@
 /* Slab GEMMs below this flop count run faster one per thread than with threaded BLAS. */
 #define TTM_SMALL_GEMM_FLOPS 1.0e8
 /* Above this load imbalance of P slabs over the threads, large slab GEMMs use threaded BLAS. */
-#define TTM_MAX_IMBALANCE 1.12
+#define TTM_MAX_IMBALANCE 1.05
 
 /* Shape checks common to every TTM entry point. Sets *jout (rows of op(U)). */
 static int ttm_check(const char *op, const gbtd_tensor *x, const gbtd_tensor *u, int mode,
