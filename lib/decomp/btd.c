@@ -46,19 +46,17 @@ void gbtd_btd_ttm_(const double *x, int nd, const int64_t *sh, int mode, const d
     prod_around(sh, nd, mode, &P, &Q);
     const int64_t I = sh[mode];
     if (P * Q * I * J <= 2048) { /* tiny: plain loops beat the BLAS call overhead */
+        /* Sums kept in a register (a load-add-store chain on y would stall when Q is 1). */
+        const int64_t su = trans ? ldu : 1, sj = trans ? 1 : ldu;
         for (int64_t p = 0; p < P; p++)
-            for (int64_t j = 0; j < J; j++) {
-                double *yr = y + (p * J + j) * Q;
-                if (beta == 0.0)
-                    for (int64_t q = 0; q < Q; q++) yr[q] = 0.0;
-                else if (beta != 1.0)
-                    for (int64_t q = 0; q < Q; q++) yr[q] *= beta;
-                for (int64_t i = 0; i < I; i++) {
-                    const double c = trans ? u[i * ldu + j] : u[j * ldu + i];
-                    const double *xr = x + (p * I + i) * Q;
-                    for (int64_t q = 0; q < Q; q++) yr[q] += c * xr[q];
+            for (int64_t j = 0; j < J; j++)
+                for (int64_t q = 0; q < Q; q++) {
+                    const double *xc = x + p * I * Q + q, *uc = u + j * sj;
+                    double acc = 0.0;
+                    for (int64_t i = 0; i < I; i++) acc += uc[i * su] * xc[i * Q];
+                    double *yv = y + (p * J + j) * Q + q;
+                    *yv = beta == 0.0 ? acc : beta * *yv + acc;
                 }
-            }
         return;
     }
     if (Q == 1) {

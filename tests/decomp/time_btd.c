@@ -4,9 +4,10 @@
  * rank (4, 4) over modes 2 and 3. Prints seconds per ALS and NLS iteration, the GFLOP/s of the
  * large GEMMs an iteration performs (gbtd_btd_iteration_flops) and their fraction of the dgemm
  * rate measured in the same run on the iteration's main GEMM shape (4608 x 2048 x 128).
- * Usage: time_btd [C_in C_out R L iterations] */
+ * Usage: time_btd [C_in C_out R L iterations [als|nls]] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/blas.h"
 #include "gbtd.h"
@@ -37,6 +38,7 @@ int main(int argc, char **argv)
     const int R = argc > 3 ? atoi(argv[3]) : 32;
     const int64_t l = argc > 4 ? atoll(argv[4]) : 4;
     const int iters = argc > 5 ? atoi(argv[5]) : 5;
+    const char *only = argc > 6 ? argv[6] : "";
     const int64_t sh[4] = {3, 3, cin, cout}, L[2] = {l, l};
     const int md[2] = {2, 3};
     gbtd_btd planted, est;
@@ -58,6 +60,7 @@ int main(int argc, char **argv)
     printf("dgemm %lld x %lld x %lld: %.2f GFLOP/s (best of 5)\n", (long long)(9 * cin),
            (long long)cout, (long long)(R * l), rate * 1e-9);
     for (int s = 0; s < 2; s++) {
+        if ((s == 0 && !strcmp(only, "nls")) || (s == 1 && !strcmp(only, "als"))) continue;
         gbtd_btd_opts o = gbtd_btd_opts_default();
         o.solver = s ? GBTD_BTD_NLS : GBTD_BTD_ALS;
         o.init = GBTD_BTD_INIT_RANDOM;
