@@ -472,6 +472,75 @@ static void test_compress(void)
     gbtd_tensor_free(&x);
 }
 
+/* Layouts beyond the two main ones: full modes between factored ones, ranks that differ per
+ * term, ranks that differ per mode (no algebraic start: HOSVD start and iterations), strided
+ * input. */
+static void test_layouts(void)
+{
+    gbtd_btd_opts o = gbtd_btd_opts_default();
+    o.error_tol = 1e-10;
+    o.max_iter = 300;
+    {
+        /* 4-way, modes 0 and 2 factored, modes 1 and 3 full; terms of ranks 2, 3, 2. */
+        const int64_t sh[4] = {9, 3, 10, 2};
+        const int md[2] = {0, 2};
+        const int64_t ranks[6] = {2, 2, 3, 3, 2, 2};
+        gbtd_btd m, est;
+        gbtd_tensor x;
+        gbtd_rng *rng;
+        gbtd_rng_alloc(101, &rng);
+        CHECK_OK(gbtd_btd_alloc(&m, 4, sh, 2, md, 3, ranks), "alloc mixed ranks");
+        gbtd_btd_fill_normal(&m, rng);
+        gbtd_rng_free(rng);
+        gbtd_btd_reconstruct_alloc(&m, &x);
+        for (int s = 0; s < 2; s++) {
+            o.solver = s ? GBTD_BTD_NLS : GBTD_BTD_ALS;
+            double e = 1.0, ang = 1.0;
+            CHECK_OK(gbtd_btd_decompose(&x, 2, md, 3, ranks, &est, NULL, &o), "interleaved modes");
+            gbtd_btd_relative_error(&x, &est, &e);
+            gbtd_btd_subspace_angles(&m, &est, &ang, NULL, NULL);
+            CHECK_LE(e, 1e-8, s ? "interleaved full modes, ranks per term: NLS exact"
+                                : "interleaved full modes, ranks per term: ALS exact");
+            CHECK_LE(ang, 1e-6, "interleaved full modes: planted blocks");
+            gbtd_btd_free(&est);
+        }
+        /* The same tensor seen through a permuted (strided) view of a permuted copy. */
+        gbtd_tensor xp, v;
+        const int perm[4] = {1, 0, 3, 2};
+        gbtd_tensor_view_permute(&x, perm, &v);
+        gbtd_tensor_clone(&xp, &v); /* xp = x permuted: shape (3, 9, 2, 10) */
+        gbtd_tensor_view_permute(&xp, perm, &v); /* v: x again, as a strided view */
+        CHECK(!gbtd_tensor_is_contiguous(&v), "strided view");
+        o.solver = GBTD_BTD_NLS;
+        double e = 1.0;
+        CHECK_OK(gbtd_btd_decompose(&v, 2, md, 3, ranks, &est, NULL, &o), "strided input");
+        gbtd_btd_relative_error(&x, &est, &e);
+        CHECK_LE(e, 1e-8, "strided input: exact");
+        gbtd_btd_free(&est);
+        gbtd_tensor_free(&xp);
+        gbtd_btd_free(&m);
+        gbtd_tensor_free(&x);
+    }
+    {
+        /* Ranks (2, 3) on every term: no GEVD; the HOSVD start and iterations still descend. */
+        const int64_t sh[4] = {3, 3, 8, 9}, L[2] = {2, 3};
+        const int md[2] = {2, 3};
+        gbtd_btd m, est;
+        gbtd_tensor x;
+        planted(103, 4, sh, 2, md, 2, L, &m, &x);
+        gbtd_btd_info info;
+        o = gbtd_btd_opts_default();
+        o.max_iter = 50;
+        CHECK_OK(gbtd_btd_decompose(&x, 2, md, 2, m.ranks, &est, &info, &o), "ranks differing per mode");
+        CHECK(info.rel_error < info.error_history[0] || info.rel_error < 1e-8,
+              "ranks differing per mode: the iterations reduce the error");
+        gbtd_decomp_info_free(&info);
+        gbtd_btd_free(&est);
+        gbtd_btd_free(&m);
+        gbtd_tensor_free(&x);
+    }
+}
+
 /* ---- subspace angles ------------------------------------------------------------------------- */
 
 static void test_angles(void)
@@ -756,6 +825,7 @@ int main(void)
     test_noise();
     test_large_core();
     test_compress();
+    test_layouts();
     test_stops();
     test_alloc_failures();
     return check_finish();
