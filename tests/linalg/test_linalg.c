@@ -321,10 +321,8 @@ static void test_ttm_last_mode(void)
 {
     char name[128];
     const int64_t sh[3] = {3, 700, 6};
-    gbtd_tensor x, xm;
+    gbtd_tensor x;
     random_tensor(&x, 3, sh);
-    const int64_t shm[2] = {2100, 6};
-    gbtd_tensor_view_reshape(&x, 2, shm, &xm);
     for (int threads = 1; threads <= 2; threads++) {
         gbtd_set_threads(threads);
         for (int c = 0; c < 2; c++) {
