@@ -51,7 +51,9 @@ int gbtd_khatri_rao_alloc(const gbtd_tensor *const *mats, int count, int skip, g
  * P GEMMs (op(U) times the I_n x Q slab p) otherwise, never a permuted copy. When the slab
  * GEMMs are small or P splits evenly over the threads, the batch runs as an OpenMP loop with
  * OpenBLAS set to one thread for its duration (it changes the process-wide OpenBLAS thread
- * count meanwhile, so do not call BLAS from other threads at the same time).
+ * count meanwhile, so do not call BLAS from other threads at the same time). Workspace: for
+ * the last mode with J <= 128, a block buffer of at most 512 KiB per thread is allocated per
+ * call (GBTD_ENOMEM when that fails); every other case allocates nothing.
  * X and Y must be contiguous (GBTD_EINVAL otherwise; use gbtd_tensor_clone first); U may be
  * any strided matrix with one unit stride (GBTD_EINVAL otherwise).
  * Errors: GBTD_EINVAL, GBTD_ERANGE (mode), GBTD_ESHAPE, GBTD_EOVERFLOW (a GEMM dimension does
