@@ -1,11 +1,13 @@
 /* bench/conv: forward + backward (input and weight gradients) of 3x3 convolutions with 1 to 128
- * groups on 128 channels (14x14 and 28x28, batch 64), a 1x1 convolution and a dense CIFAR-size
- * 3x3, in gbtd and in PyTorch (bench/conv_torch.py, same thread count), in the same run.
+ * groups on 128 channels (14x14 and 28x28, batch 64), depthwise at stride 2 and with channel
+ * multiplier 2, a 1x1 convolution, a dense CIFAR-size 3x3, and batch norm (+ ReLU) in training
+ * mode, in gbtd and in PyTorch (bench/conv_torch.py, same thread count), in the same run.
  * Each case is validated against the reference kernel on a 2-image slice before it is timed.
  * Prints a table (min and median of REPS, GFLOP/s from 3 x 2 x MACs per step, time relative to
  * the dense case of the same map size, ratio PyTorch / gbtd), then one JSON line.
  *
- * usage: conv [--threads 1,2] [--reps N] [--quick] [--no-torch] [--python PY] [--script PATH] */
+ * usage: conv [--threads 1,2] [--reps N] [--quick] [--no-torch] [--only TEXT] [--python PY]
+ *             [--script PATH]   (--only keeps the cases whose label contains TEXT) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,8 @@
 typedef struct bcase {
     const char *label;
     int64_t n, ci, h, w, co, k, s, p, g;
-    int dense_ref; /* index of the dense case of the same map (for the "vs dense" column), -1 */
+    int dense_ref;
+    int bn; /* 0: convolution; 1: batch norm (n, ci, h, w); 2: batch norm + ReLU */ /* index of the dense case of the same map (for the "vs dense" column), -1 */
 } bcase;
 
 static double now(void)
@@ -55,9 +58,50 @@ static void fill(float *v, int64_t n, gbtd_rng *r)
     for (int64_t i = 0; i < n; i++) v[i] = (float)(2.0 * gbtd_rng_uniform(r) - 1.0);
 }
 
+static double rel_l2(const float *a, const float *ref, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return sqrt(num / den);
+}
+
+/* Batch norm (+ ReLU) forward and backward of a 2-image slice against the reference. */
+static double validate_bn(const bcase *c, gbtd_rng *r)
+{
+    const gbtd_bn_shape s = {2, c->ci, c->h * c->w};
+    const int64_t nx = s.n * s.c * s.hw;
+    float *x = malloc(4 * (size_t)nx), *dy = malloc(4 * (size_t)nx), *y = malloc(4 * (size_t)nx);
+    float *yr = malloc(4 * (size_t)nx), *dx = calloc((size_t)nx, 4), *dxr = calloc((size_t)nx, 4);
+    float *st = calloc(4 * (size_t)s.c, 4), *g = calloc(4 * (size_t)s.c, 4);
+    fill(x, nx, r); fill(dy, nx, r); fill(g, 2 * s.c, r);
+    float *mean = st, *rstd = st + s.c, *meanr = st + 2 * s.c, *rstdr = st + 3 * s.c;
+    float *dg = g + 2 * s.c, *db = g + 3 * s.c;
+    if (c->bn == 2) {
+        gbtd_bn_relu_forward_train(&s, x, g, g + s.c, 1e-5f, 0.1f, NULL, NULL, mean, rstd, y);
+        gbtd_bn_relu_backward(&s, x, g, mean, rstd, y, dy, dx, dg, db);
+    } else {
+        gbtd_bn_forward_train(&s, x, g, g + s.c, 1e-5f, 0.1f, NULL, NULL, mean, rstd, y);
+        gbtd_bn_backward(&s, x, g, mean, rstd, dy, dx, dg, db);
+    }
+    gbtd_bn_forward_train_ref(&s, x, g, g + s.c, 1e-5f, 0.1f, NULL, NULL, meanr, rstdr, yr);
+    if (c->bn == 2)
+        for (int64_t i = 0; i < nx; i++) {
+            yr[i] = yr[i] > 0.0f ? yr[i] : 0.0f;
+            if (!(yr[i] > 0.0f)) dy[i] = 0.0f;
+        }
+    gbtd_bn_backward_ref(&s, x, g, meanr, rstdr, dy, dxr, NULL, NULL);
+    const double e = fmax(rel_l2(y, yr, nx), rel_l2(dx, dxr, nx));
+    free(x); free(dy); free(y); free(yr); free(dx); free(dxr); free(st); free(g);
+    return e;
+}
+
 /* Forward and backward of a 2-image slice against the reference; returns max relative error. */
 static double validate(const bcase *c, gbtd_rng *r)
 {
+    if (c->bn) return validate_bn(c, r);
     gbtd_conv2d_shape s = gbtd_conv2d_shape_make(2, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
     gbtd_conv2d_shape_init(&s);
     const int64_t nx = s.n * s.c_in * s.h * s.w, ny = s.n * s.c_out * s.h_out * s.w_out;
@@ -85,8 +129,45 @@ static double validate(const bcase *c, gbtd_rng *r)
     return e;
 }
 
+static void time_bn(const bcase *c, int reps, gbtd_rng *r, double *tmin, double *tmed)
+{
+    const gbtd_bn_shape s = {c->n, c->ci, c->h * c->w};
+    const int64_t nx = s.n * s.c * s.hw;
+    float *x = malloc(4 * (size_t)nx), *dy = malloc(4 * (size_t)nx), *y = malloc(4 * (size_t)nx);
+    float *dx = malloc(4 * (size_t)nx), *p = malloc(4 * 8 * (size_t)s.c);
+    fill(x, nx, r); fill(dy, nx, r);
+    for (int64_t i = 0; i < s.c; i++) {
+        p[i] = 1.0f; p[s.c + i] = 0.0f; p[2 * s.c + i] = 0.0f; p[3 * s.c + i] = 1.0f;
+    }
+    float *g = p, *b = p + s.c, *rm = p + 2 * s.c, *rv = p + 3 * s.c, *mean = p + 4 * s.c;
+    float *rstd = p + 5 * s.c, *dg = p + 6 * s.c, *db = p + 7 * s.c;
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    for (int k = 0; k <= reps; k++) {
+        const double t0 = now();
+        memset(dx, 0, 4 * (size_t)nx);
+        memset(dg, 0, 8 * (size_t)s.c);
+        if (c->bn == 2) {
+            gbtd_bn_relu_forward_train(&s, x, g, b, 1e-5f, 0.1f, rm, rv, mean, rstd, y);
+            gbtd_bn_relu_backward(&s, x, g, mean, rstd, y, dy, dx, dg, db);
+        } else {
+            gbtd_bn_forward_train(&s, x, g, b, 1e-5f, 0.1f, rm, rv, mean, rstd, y);
+            gbtd_bn_backward(&s, x, g, mean, rstd, dy, dx, dg, db);
+        }
+        const double t1 = now();
+        if (k > 0) t[k - 1] = t1 - t0;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_d);
+    *tmin = t[0];
+    *tmed = t[reps / 2];
+    free(x); free(dy); free(y); free(dx); free(p); free(t);
+}
+
 static void time_gbtd(const bcase *c, int reps, gbtd_rng *r, double *tmin, double *tmed)
 {
+    if (c->bn) {
+        time_bn(c, reps, r, tmin, tmed);
+        return;
+    }
     gbtd_conv2d_shape s = gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
     gbtd_conv2d_shape_init(&s);
     const int64_t nx = s.n * s.c_in * s.h * s.w, ny = s.n * s.c_out * s.h_out * s.w_out;
@@ -116,6 +197,7 @@ static void time_gbtd(const bcase *c, int reps, gbtd_rng *r, double *tmin, doubl
 int main(int argc, char **argv)
 {
     const char *python = CONV_PYTHON, *script = CONV_SCRIPT, *threads_arg = "1,2";
+    const char *only = NULL; /* substring filter on case labels */
     int reps = 5, quick = 0, torch = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads_arg = argv[++i];
@@ -124,30 +206,49 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--script") && i + 1 < argc) script = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--no-torch")) torch = 0;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else {
             fprintf(stderr, "conv: unknown argument '%s'\nusage: conv [--threads 1,2] [--reps N] "
-                            "[--quick] [--no-torch] [--python PY] [--script PATH]\n", argv[i]);
+                            "[--quick] [--no-torch] [--only TEXT] [--python PY] [--script PATH]\n", argv[i]);
             return 2;
         }
     }
     if (reps < 1) reps = 1;
     const int64_t nb = quick ? 8 : 64;
     bcase cases[] = {
-        {"3x3 g1 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 1, 0},
-        {"3x3 g4 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 4, 0},
-        {"3x3 g8 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 8, 0},
-        {"3x3 g32 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 32, 0},
-        {"3x3 g128 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 128, 0},
-        {"3x3 g1 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 1, 5},
-        {"3x3 g4 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 4, 5},
-        {"3x3 g8 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 8, 5},
-        {"3x3 g32 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 32, 5},
-        {"3x3 g128 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 128, 5},
-        {"3x3 g32 s2 28>14", nb, 128, 28, 28, 128, 3, 2, 1, 32, -1},
-        {"1x1 256>128 14x14", nb, 256, 14, 14, 128, 1, 1, 0, 1, -1},
-        {"3x3 g1 64 32x32", nb, 64, 32, 32, 64, 3, 1, 1, 1, -1},
+        {"3x3 g1 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 1, 0, 0},
+        {"3x3 g4 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 4, 0, 0},
+        {"3x3 g8 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 8, 0, 0},
+        {"3x3 g32 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 32, 0, 0},
+        {"3x3 g128 28x28", nb, 128, 28, 28, 128, 3, 1, 1, 128, 0, 0},
+        {"3x3 g1 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 1, 5, 0},
+        {"3x3 g4 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 4, 5, 0},
+        {"3x3 g8 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 8, 5, 0},
+        {"3x3 g32 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 32, 5, 0},
+        {"3x3 g128 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 128, 5, 0},
+        {"3x3 g32 s2 28>14", nb, 128, 28, 28, 128, 3, 2, 1, 32, -1, 0},
+        {"1x1 256>128 14x14", nb, 256, 14, 14, 128, 1, 1, 0, 1, -1, 0},
+        {"3x3 g1 64 32x32", nb, 64, 32, 32, 64, 3, 1, 1, 1, -1, 0},
+        {"3x3 g128 s2 28>14", nb, 128, 28, 28, 128, 3, 2, 1, 128, -1, 0},
+        {"3x3 g64 x2 28x28", nb, 64, 28, 28, 128, 3, 1, 1, 64, -1, 0},
+        {"3x3 g16 14x14", nb, 128, 14, 14, 128, 3, 1, 1, 16, 5, 0},
+        {"3x3 g32 s1 p0 14", nb, 128, 14, 14, 128, 3, 1, 0, 32, -1, 0},
+        {"bn+relu 128 14x14", nb, 128, 14, 14, 0, 0, 0, 0, 0, -1, 2},
+        {"bn 128 14x14", nb, 128, 14, 14, 0, 0, 0, 0, 0, -1, 1},
+        {"bn+relu 64 28x28", 2 * nb, 64, 28, 28, 0, 0, 0, 0, 0, -1, 2},
+        {"bn 64 28x28", 2 * nb, 64, 28, 28, 0, 0, 0, 0, 0, -1, 1},
     };
-    const int ncase = (int)(sizeof cases / sizeof cases[0]);
+    int ncase = (int)(sizeof cases / sizeof cases[0]);
+    if (only) { /* keep the matching cases (dense_ref columns become NaN) */
+        int k = 0;
+        for (int i = 0; i < ncase; i++)
+            if (strstr(cases[i].label, only)) {
+                cases[k] = cases[i];
+                cases[k].dense_ref = -1;
+                k++;
+            }
+        ncase = k;
+    }
     gbtd_rng *rng;
     gbtd_rng_alloc(1, &rng);
     double worst = 0;
@@ -180,6 +281,11 @@ int main(int argc, char **argv)
             int len = snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d '%s' '%s' %d %d", thr[ti], python,
                                script, thr[ti], reps);
             for (int i = 0; i < ncase; i++)
+                if (cases[i].bn)
+                    len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %s,%lld,%lld,%lld,%lld",
+                                    cases[i].bn == 2 ? "bnrelu" : "bn", (long long)cases[i].n,
+                                    (long long)cases[i].ci, (long long)cases[i].h, (long long)cases[i].w);
+                else
                 len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld,%lld",
                                 (long long)cases[i].n, (long long)cases[i].ci, (long long)cases[i].h,
                                 (long long)cases[i].w, (long long)cases[i].co, (long long)cases[i].k,
@@ -203,9 +309,15 @@ int main(int argc, char **argv)
             double tmin, tmed;
             time_gbtd(c, reps, rng, &tmin, &tmed);
             tg[i] = tmin;
-            gbtd_conv2d_shape s = gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
-            gbtd_conv2d_shape_init(&s);
-            const double gf = 6.0 * (double)gbtd_conv2d_macs(&s) * 1e-9;
+            double gf;
+            if (c->bn) {
+                /* ~10 flops per element: forward (2 reductions, 1 scaled write) + backward. */
+                gf = 10.0 * (double)(c->n * c->ci * c->h * c->w) * 1e-9;
+            } else {
+                gbtd_conv2d_shape s = gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
+                gbtd_conv2d_shape_init(&s);
+                gf = 6.0 * (double)gbtd_conv2d_macs(&s) * 1e-9;
+            }
             const double vs = c->dense_ref >= 0 ? tmin / tg[c->dense_ref] : NAN;
             printf("%-20s %3d %9.2f %9.2f %8.1f %8.3f %9.2f %9.2f %8.1f %8.2f\n", c->label, thr[ti],
                    1e3 * tmin, 1e3 * tmed, gf / tmin, vs, 1e3 * tp[i], 1e3 * tpm[i], gf / tp[i],

@@ -8,6 +8,7 @@
 #endif
 
 #include "core/blas.h"
+#include "nn/conv_dw.h"
 #include "nn/gemm_small.h"
 #include "nn/ops_internal.h"
 
@@ -36,7 +37,8 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
     p->depthwise = s->groups > 1 && p->cig == 1;
     p->use_blas = s->groups == 1 || (p->cog >= 32 && p->kg >= 32);
     p->col_len = (p->direct || p->depthwise) ? 0 : round16((size_t)(p->kg * p->hwo));
-    p->per_thread = p->depthwise ? 0 : p->col_len + round16((size_t)p->wcount);
+    /* Depthwise: the phase-plane kernels' workspace; without it they fall back to direct loops. */
+    p->per_thread = p->depthwise ? nn_dw_per_thread(s) : p->col_len + round16((size_t)p->wcount);
     return GBTD_OK;
 }
 
@@ -83,6 +85,20 @@ static int usable_threads(const char *fn, const conv_plan *p, const float *ws, s
     if ((int64_t)t > work) t = (int)work;
     *nt = t < 1 ? 1 : t;
     return GBTD_OK;
+}
+
+/* Depthwise: 1 (and the thread count) when the phase-plane kernels can run in this workspace;
+ * 0 means the direct loops, which need no workspace. */
+static int dw_fast_threads(const conv_plan *p, const float *ws, size_t ws_len, int64_t work,
+                           int *nt)
+{
+    if (p->per_thread == 0 || !ws || ws_len < p->per_thread) return 0;
+    const size_t fit = ws_len / p->per_thread;
+    int t = max_threads();
+    if ((size_t)t > fit) t = (int)fit;
+    if ((int64_t)t > work) t = (int)work;
+    *nt = t < 1 ? 1 : t;
+    return 1;
 }
 
 /* ---- im2col / col2im for one group of one image -------------------------------------------- */
@@ -294,8 +310,13 @@ int gbtd_conv2d_forward(const gbtd_conv2d_shape *s0, const float *x, const float
     const gbtd_conv2d_shape *s = &p.s;
     const int avx2 = nn_have_avx2();
     int nt = 1;
+    if (p.depthwise && dw_fast_threads(&p, ws, ws_len, s->n * s->c_in, &nt)) {
+        nn_dw_forward(s, x, wt, b, y, ws, p.per_thread, nt);
+        return GBTD_OK;
+    }
     if (p.depthwise) {
-        GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, s->n * s->c_out, &nt));
+        nt = max_threads();
+        if ((int64_t)nt > s->n * s->c_out) nt = (int)(s->n * s->c_out);
         const int64_t planes = s->n * s->c_out;
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t t = 0; t < planes; t++) {
@@ -374,7 +395,12 @@ int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const floa
     NN_NONNULL(fn, dy);
     const gbtd_conv2d_shape *s = &p.s;
     int nt = 1;
-    GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, p.depthwise ? s->c_in : s->n * s->groups, &nt));
+    const int dw_fast = p.depthwise && dw_fast_threads(&p, ws, ws_len, s->c_in, &nt);
+    if (p.depthwise && !dw_fast) {
+        nt = max_threads();
+        if ((int64_t)nt > s->c_in) nt = (int)s->c_in;
+    }
+    if (!p.depthwise) GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, s->n * s->groups, &nt));
     if (db) {
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t o = 0; o < s->c_out; o++) {
@@ -389,6 +415,10 @@ int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const floa
         }
     }
     if (!dx && !dw) return GBTD_OK;
+    if (dw_fast) {
+        nn_dw_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt);
+        return GBTD_OK;
+    }
     if (p.depthwise) {
         const int avx2 = nn_have_avx2();
         const int64_t taps = s->kh * s->kw;

@@ -283,18 +283,21 @@ static void fabs_vec(float *v, int64_t n)
     for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
 }
 
-static void conv_vs_ref(gbtd_conv2d_shape s, int with_bias)
+/* use_ws = 0 passes no workspace: only legal where the kernel falls back to workspace-free loops
+ * (depthwise). */
+static void conv_vs_ref_ws(gbtd_conv2d_shape s, int with_bias, int use_ws)
 {
-    char tag[128], name[192];
+    char tag[140], name[200];
     gbtd_conv2d_shape_init(&s);
-    snprintf(tag, sizeof tag, "n%lld c%lld>%lld %lldx%lld k%lld s%lld p%lld g%lld%s", (long long)s.n,
+    snprintf(tag, sizeof tag, "n%lld c%lld>%lld %lldx%lld k%lld s%lld p%lld g%lld%s%s", (long long)s.n,
              (long long)s.c_in, (long long)s.c_out, (long long)s.h, (long long)s.w, (long long)s.kh,
-             (long long)s.stride, (long long)s.pad, (long long)s.groups, with_bias ? " bias" : "");
+             (long long)s.stride, (long long)s.pad, (long long)s.groups, with_bias ? " bias" : "",
+             use_ws ? "" : " no workspace");
     const int64_t nx = s.n * s.c_in * s.h * s.w, nw = gbtd_conv2d_weight_count(&s);
     const int64_t ny = s.n * s.c_out * s.h_out * s.w_out;
     float *x = fvec(nx, -1, 1), *w = fvec(nw, -1, 1), *b = with_bias ? fvec(s.c_out, -1, 1) : NULL;
     float *dy = fvec(ny, -1, 1);
-    const size_t wl = gbtd_conv2d_workspace_size(&s, 0);
+    const size_t wl = use_ws ? gbtd_conv2d_workspace_size(&s, 0) : 0;
     float *ws = wl ? malloc(sizeof(float) * wl) : NULL;
     float *y = fzeros(ny), *yr = fzeros(ny), *ya = fzeros(ny);
     /* gradients start from a non-zero value to check accumulation */
@@ -335,6 +338,40 @@ static void conv_vs_ref(gbtd_conv2d_shape s, int with_bias)
     }
     free(x); free(w); free(b); free(dy); free(ws); free(y); free(yr); free(ya);
     free(dx); free(dw); free(db); free(dxr); free(dwr); free(dbr); free(dxa); free(dwa); free(dba);
+}
+
+static void conv_vs_ref(gbtd_conv2d_shape s, int with_bias) { conv_vs_ref_ws(s, with_bias, 1); }
+
+/* Depthwise through the phase-plane kernels: strides 1-3, padding 0/1/2, odd sizes, batch 1,
+ * channel multipliers 2 and 3, kernels 1x1 to 7x7, planes long enough for the 32-float blocks and
+ * their 8-float tails; then the workspace-free fallback. */
+static void conv_dw_cases(void)
+{
+    typedef struct { int64_t n, ci, h, w, co, k, s, p; int bias; } cs;
+    static const cs cases[] = {
+        {3, 5, 14, 14, 5, 3, 1, 1, 1},   /* CRU-like 14x14 */
+        {2, 4, 28, 28, 4, 3, 1, 1, 0},   /* 28x28 */
+        {2, 4, 28, 28, 4, 3, 2, 1, 1},   /* stride 2, even size */
+        {1, 3, 15, 13, 3, 3, 2, 1, 0},   /* stride 2, odd sizes, batch 1 */
+        {2, 3, 9, 11, 3, 3, 2, 0, 1},    /* stride 2, padding 0 */
+        {2, 3, 10, 7, 3, 3, 1, 0, 0},    /* stride 1, padding 0 */
+        {2, 4, 13, 12, 8, 3, 2, 1, 1},   /* multiplier 2, stride 2 */
+        {1, 3, 11, 9, 9, 3, 1, 1, 0},    /* multiplier 3 */
+        {2, 3, 12, 11, 3, 5, 2, 2, 1},   /* 5x5 stride 2 pad 2 */
+        {1, 2, 13, 14, 4, 7, 1, 3, 0},   /* 7x7 pad 3, multiplier 2 */
+        {2, 3, 9, 8, 3, 3, 3, 1, 1},     /* stride 3 */
+        {2, 4, 7, 9, 4, 1, 2, 0, 0},     /* 1x1 stride 2 (phases no tap reads) */
+        {2, 3, 2, 3, 3, 3, 1, 1, 1},     /* plane smaller than one vector */
+        {1, 2, 9, 9, 2, 9, 1, 4, 1},     /* 81 taps: direct loops */
+        {1, 2, 11, 11, 2, 3, 5, 1, 0},   /* stride 5: direct loops */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const cs *c = &cases[i];
+        conv_vs_ref(gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->ci),
+                    c->bias);
+    }
+    conv_vs_ref_ws(gbtd_conv2d_shape_make(2, 4, 9, 10, 8, 3, 2, 1, 4), 1, 0);
+    conv_vs_ref_ws(gbtd_conv2d_shape_make(2, 6, 14, 14, 6, 3, 1, 1, 6), 0, 0);
 }
 
 static void conv_fast_cases(void)
@@ -646,6 +683,7 @@ int main(void)
         gbtd_set_threads(t);
         printf("# threads %d\n", t);
         conv_fast_cases();
+        conv_dw_cases();
     }
     gbtd_bn_shape bss[] = {{4, 3, 49}, {2, 5, 1}, {16, 2, 50}, {3, 4, 196}};
     for (size_t i = 0; i < sizeof bss / sizeof bss[0]; i++) {

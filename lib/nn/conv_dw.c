@@ -1,0 +1,571 @@
+/* gbtd nn: fast depthwise convolution through phase planes (see conv_dw.h). */
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "nn/conv_dw.h"
+#include "nn/gemm_small.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define DW_X86 1
+#include <immintrin.h>
+#endif
+
+enum { DW_MAX_TAPS = 64, DW_BLOCK = 16 };
+
+/* Geometry of the phase planes for one shape; lengths in floats, all multiples of 8. */
+typedef struct dw_geom {
+    int64_t s, kh, kw, pad, h, w, ho, wo, m, ntaps, nph;
+    int64_t ws;   /* phase row width ceil((w + 2 pad) / s) */
+    int64_t lout; /* extended output plane: ho rows of ws, rounded up */
+    int64_t lu;   /* phase plane core: ceil((h + 2 pad) / s) rows of ws, rounded up */
+    int64_t lp;   /* allocated phase plane: room for reads at offsets up to maxoff past lout */
+    int64_t m0;   /* zero margin in front of the extended dy plane (>= maxoff) */
+    int64_t ldy;  /* extended dy plane with its margin */
+    int64_t ph[DW_MAX_TAPS], off[DW_MAX_TAPS]; /* phase and offset of tap (p, q) */
+    /* per-thread workspace layout */
+    size_t o_y, o_dy, o_dx, o_acc, per_thread;
+} dw_geom;
+
+static int64_t r8(int64_t v) { return (v + 7) / 8 * 8; }
+
+static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
+{
+    /* at most DW_MAX_TAPS taps and 16 phases; larger kernels or strides take the direct loops */
+    if (s->kh * s->kw > DW_MAX_TAPS || s->stride > 4) return 0;
+    g->s = s->stride;
+    g->kh = s->kh;
+    g->kw = s->kw;
+    g->pad = s->pad;
+    g->h = s->h;
+    g->w = s->w;
+    g->ho = s->h_out;
+    g->wo = s->w_out;
+    g->m = s->c_out / s->c_in;
+    g->ntaps = s->kh * s->kw;
+    g->nph = g->s * g->s;
+    const int64_t hs = (s->h + 2 * s->pad + g->s - 1) / g->s;
+    g->ws = (s->w + 2 * s->pad + g->s - 1) / g->s;
+    const int64_t maxoff = ((g->kh - 1) / g->s) * g->ws + (g->kw - 1) / g->s;
+    g->lout = r8(g->ho * g->ws);
+    g->lu = r8(hs * g->ws);
+    g->lp = r8(g->lu > g->lout + maxoff ? g->lu : g->lout + maxoff);
+    g->m0 = r8(maxoff);
+    g->ldy = g->m0 + (g->lu > g->lout ? g->lu : g->lout);
+    for (int64_t p = 0; p < g->kh; p++)
+        for (int64_t q = 0; q < g->kw; q++) {
+            g->ph[p * g->kw + q] = (p % g->s) * g->s + q % g->s;
+            g->off[p * g->kw + q] = (p / g->s) * g->ws + q / g->s;
+        }
+    g->o_y = (size_t)(g->nph * g->lp);
+    g->o_dy = g->o_y + (size_t)g->lout;
+    g->o_dx = g->o_dy + (size_t)g->ldy;
+    g->o_acc = g->o_dx + (size_t)(g->nph * g->lu);
+    /* dw accumulators: DW_BLOCK channels of m * ntaps doubles (plus a float to align them) */
+    g->per_thread = (size_t)r8((int64_t)g->o_acc + 2 * DW_BLOCK * g->m * g->ntaps + 1);
+    return 1;
+}
+
+size_t nn_dw_per_thread(const gbtd_conv2d_shape *s)
+{
+    dw_geom g;
+    return geom_make(s, &g) ? g.per_thread : 0;
+}
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* ---- packing ---------------------------------------------------------------------------------
+ * Only the positions that hold data are written; the zero padding of the phase planes and of the
+ * extended dy plane comes from one memset of the thread's workspace per call. */
+
+/* Rows are short (7 to 56 floats): a plain loop beats a call to memcpy per row. */
+static inline void copy_row(float *restrict dst, const float *restrict src, int64_t len)
+{
+    for (int64_t j = 0; j < len; j++) dst[j] = src[j];
+}
+
+static void pack_x_generic(const dw_geom *g, const float *x, float *P)
+{
+    if (g->s == 1) {
+        for (int64_t r = 0; r < g->h; r++)
+            copy_row(P + (r + g->pad) * g->ws + g->pad, x + r * g->w, g->w);
+        return;
+    }
+    for (int64_t r = 0; r < g->h; r++) {
+        const int64_t rp = r + g->pad;
+        float *row = P + (rp % g->s) * g->s * g->lp + (rp / g->s) * g->ws;
+        const float *xr = x + r * g->w;
+        for (int64_t c0 = 0; c0 < g->s && c0 < g->w; c0++) {
+            /* columns c0, c0 + s, ... share the phase column (c0 + pad) % s */
+            const int64_t cp = c0 + g->pad;
+            float *dst = row + (cp % g->s) * g->lp + cp / g->s;
+            for (int64_t c = c0; c < g->w; c += g->s) *dst++ = xr[c];
+        }
+    }
+}
+
+static void pack_dy_generic(const dw_geom *g, const float *dy, float *D)
+{
+    for (int64_t i = 0; i < g->ho; i++)
+        copy_row(D + g->m0 + i * g->ws, dy + i * g->wo, g->wo);
+}
+
+static void unpack_y_generic(const dw_geom *g, const float *Y, float bias, float *y)
+{
+    for (int64_t i = 0; i < g->ho; i++) {
+        const float *src = Y + i * g->ws;
+        float *dst = y + i * g->wo;
+        for (int64_t j = 0; j < g->wo; j++) dst[j] = src[j] + bias;
+    }
+}
+
+static void unpack_dx_add_generic(const dw_geom *g, const float *DX, float *dx)
+{
+    if (g->s == 1) {
+        for (int64_t r = 0; r < g->h; r++) {
+            const float *src = DX + (r + g->pad) * g->ws + g->pad;
+            float *dst = dx + r * g->w;
+            for (int64_t c = 0; c < g->w; c++) dst[c] += src[c];
+        }
+        return;
+    }
+    for (int64_t r = 0; r < g->h; r++) {
+        const int64_t rp = r + g->pad;
+        const float *row = DX + (rp % g->s) * g->s * g->lu + (rp / g->s) * g->ws;
+        float *dst = dx + r * g->w;
+        for (int64_t c0 = 0; c0 < g->s && c0 < g->w; c0++) {
+            const int64_t cp = c0 + g->pad;
+            const float *src = row + (cp % g->s) * g->lu + cp / g->s;
+            for (int64_t c = c0; c < g->w; c += g->s) dst[c] += *src++;
+        }
+    }
+}
+
+/* ---- inner kernels ---------------------------------------------------------------------------
+ * taps_sum: dst[t] (=|+=) sum_k w[k] base[k][t] for t < len (len a multiple of 8).
+ * taps_dot: acc[k] += sum_t d[t] base[k][t]. */
+
+static void taps_sum_generic(int64_t nt, const float *const *base, const float *w, float *dst,
+                             int64_t len, int add)
+{
+    if (!add) memset(dst, 0, sizeof(float) * (size_t)len);
+    for (int64_t k = 0; k < nt; k++) {
+        const float wk = w[k], *b = base[k];
+        for (int64_t t = 0; t < len; t++) dst[t] += wk * b[t];
+    }
+}
+
+static void taps_dot_generic(int64_t nt, const float *const *base, const float *d, int64_t len,
+                             double *acc)
+{
+    for (int64_t k = 0; k < nt; k++) {
+        const float *b = base[k];
+        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t t = 0; t < len; t += 8)
+            for (int j = 0; j < 8; j++) a[j] += d[t + j] * b[t + j];
+        acc[k] += (double)(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+    }
+}
+
+#ifdef DW_X86
+__attribute__((target("avx2,fma"))) static void taps_sum_avx2(int64_t nt,
+                                                               const float *const *base,
+                                                               const float *w, float *dst,
+                                                               int64_t len, int add)
+{
+    int64_t t = 0;
+    for (; t + 32 <= len; t += 32) {
+        __m256 a0, a1, a2, a3;
+        if (add) {
+            a0 = _mm256_loadu_ps(dst + t);
+            a1 = _mm256_loadu_ps(dst + t + 8);
+            a2 = _mm256_loadu_ps(dst + t + 16);
+            a3 = _mm256_loadu_ps(dst + t + 24);
+        } else {
+            a0 = a1 = a2 = a3 = _mm256_setzero_ps();
+        }
+        for (int64_t k = 0; k < nt; k++) {
+            const __m256 wk = _mm256_broadcast_ss(w + k);
+            const float *b = base[k] + t;
+            a0 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(b), a0);
+            a1 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(b + 8), a1);
+            a2 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(b + 16), a2);
+            a3 = _mm256_fmadd_ps(wk, _mm256_loadu_ps(b + 24), a3);
+        }
+        _mm256_storeu_ps(dst + t, a0);
+        _mm256_storeu_ps(dst + t + 8, a1);
+        _mm256_storeu_ps(dst + t + 16, a2);
+        _mm256_storeu_ps(dst + t + 24, a3);
+    }
+    for (; t < len; t += 8) {
+        __m256 a0 = add ? _mm256_loadu_ps(dst + t) : _mm256_setzero_ps();
+        for (int64_t k = 0; k < nt; k++)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + k), _mm256_loadu_ps(base[k] + t), a0);
+        _mm256_storeu_ps(dst + t, a0);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static inline double hsum_d(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return (double)_mm_cvtss_f32(s);
+}
+
+/* Up to nine taps in one pass over d: one accumulator per tap (nine chains hide the FMA latency);
+ * nk is a literal at every call, so the tap loops unroll and the accumulators stay in registers. */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+dot_block(const float *const *base, const float *d, int64_t len, double *acc, const int nk)
+{
+    __m256 a[9];
+    const float *b[9];
+    for (int k = 0; k < nk; k++) {
+        a[k] = _mm256_setzero_ps();
+        b[k] = base[k];
+    }
+    for (int64_t t = 0; t < len; t += 8) {
+        const __m256 dv = _mm256_loadu_ps(d + t);
+        for (int k = 0; k < nk; k++) a[k] = _mm256_fmadd_ps(dv, _mm256_loadu_ps(b[k] + t), a[k]);
+    }
+    for (int k = 0; k < nk; k++) acc[k] += hsum_d(a[k]);
+}
+
+__attribute__((target("avx2,fma"))) static void taps_dot_avx2(int64_t nt,
+                                                               const float *const *base,
+                                                               const float *d, int64_t len,
+                                                               double *acc)
+{
+    for (int64_t k0 = 0; k0 < nt; k0 += 9) {
+        switch (nt - k0 < 9 ? nt - k0 : 9) {
+        case 1: dot_block(base + k0, d, len, acc + k0, 1); break;
+        case 2: dot_block(base + k0, d, len, acc + k0, 2); break;
+        case 3: dot_block(base + k0, d, len, acc + k0, 3); break;
+        case 4: dot_block(base + k0, d, len, acc + k0, 4); break;
+        case 5: dot_block(base + k0, d, len, acc + k0, 5); break;
+        case 6: dot_block(base + k0, d, len, acc + k0, 6); break;
+        case 7: dot_block(base + k0, d, len, acc + k0, 7); break;
+        case 8: dot_block(base + k0, d, len, acc + k0, 8); break;
+        default: dot_block(base + k0, d, len, acc + k0, 9); break;
+        }
+    }
+}
+
+/* Short rows (7 to 56 floats) in registers, the tail through a mask: cheaper than memcpy calls. */
+__attribute__((target("avx2,fma"))) static inline __m256i tail_mask(int64_t left)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+__attribute__((target("avx2,fma"))) static inline void row_copy_avx2(float *d, const float *s,
+                                                                      int64_t n, float bias)
+{
+    const __m256 b = _mm256_set1_ps(bias);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(d + j, _mm256_add_ps(_mm256_loadu_ps(s + j), b));
+    if (j < n) {
+        const __m256i m = tail_mask(n - j);
+        _mm256_maskstore_ps(d + j, m, _mm256_add_ps(_mm256_maskload_ps(s + j, m), b));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static inline void row_add_avx2(float *d, const float *s,
+                                                                     int64_t n)
+{
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(d + j, _mm256_add_ps(_mm256_loadu_ps(d + j), _mm256_loadu_ps(s + j)));
+    if (j < n) {
+        const __m256i m = tail_mask(n - j);
+        _mm256_maskstore_ps(d + j, m, _mm256_add_ps(_mm256_maskload_ps(d + j, m),
+                                                    _mm256_maskload_ps(s + j, m)));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void pack_x_s1_avx2(const dw_geom *g, const float *x,
+                                                                float *P)
+{
+    for (int64_t r = 0; r < g->h; r++)
+        row_copy_avx2(P + (r + g->pad) * g->ws + g->pad, x + r * g->w, g->w, 0.0f);
+}
+
+__attribute__((target("avx2,fma"))) static void pack_dy_avx2(const dw_geom *g, const float *dy,
+                                                              float *D)
+{
+    for (int64_t i = 0; i < g->ho; i++) row_copy_avx2(D + g->m0 + i * g->ws, dy + i * g->wo, g->wo, 0.0f);
+}
+
+__attribute__((target("avx2,fma"))) static void unpack_y_avx2(const dw_geom *g, const float *Y,
+                                                               float bias, float *y)
+{
+    for (int64_t i = 0; i < g->ho; i++) row_copy_avx2(y + i * g->wo, Y + i * g->ws, g->wo, bias);
+}
+
+__attribute__((target("avx2,fma"))) static void unpack_dx_add_s1_avx2(const dw_geom *g,
+                                                                       const float *DX, float *dx)
+{
+    for (int64_t r = 0; r < g->h; r++)
+        row_add_avx2(dx + r * g->w, DX + (r + g->pad) * g->ws + g->pad, g->w);
+}
+
+/* Stride 2: de-interleave rows into the two column phases eight pairs at a time (pack), and
+ * interleave them back while adding into dx (unpack). */
+__attribute__((target("avx2,fma"))) static void pack_x_s2_avx2(const dw_geom *g, const float *x,
+                                                                float *P)
+{
+    const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2;
+    for (int64_t r = 0; r < g->h; r++) {
+        const int64_t rp = r + g->pad;
+        float *row = P + (rp % 2) * 2 * g->lp + (rp / 2) * g->ws;
+        float *ev = row + pe * g->lp + se, *od = row + po * g->lp + so;
+        const float *xr = x + r * g->w;
+        int64_t k = 0;
+        for (; 2 * k + 16 <= g->w; k += 8) {
+            const __m256 v0 = _mm256_loadu_ps(xr + 2 * k), v1 = _mm256_loadu_ps(xr + 2 * k + 8);
+            const __m256 e = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
+            const __m256 o = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
+            _mm256_storeu_ps(ev + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+            _mm256_storeu_ps(od + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+        }
+        for (int64_t c = 2 * k; c < g->w; c += 2) ev[c / 2] = xr[c];
+        for (int64_t c = 2 * k + 1; c < g->w; c += 2) od[c / 2] = xr[c];
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_geom *g,
+                                                                       const float *DX, float *dx)
+{
+    const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2;
+    for (int64_t r = 0; r < g->h; r++) {
+        const int64_t rp = r + g->pad;
+        const float *row = DX + (rp % 2) * 2 * g->lu + (rp / 2) * g->ws;
+        const float *ev = row + pe * g->lu + se, *od = row + po * g->lu + so;
+        float *dst = dx + r * g->w;
+        int64_t k = 0;
+        for (; 2 * k + 16 <= g->w; k += 8) {
+            const __m256 e = _mm256_loadu_ps(ev + k), o = _mm256_loadu_ps(od + k);
+            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+            _mm256_storeu_ps(dst + 2 * k, _mm256_add_ps(_mm256_loadu_ps(dst + 2 * k),
+                                                        _mm256_permute2f128_ps(lo, hi, 0x20)));
+            _mm256_storeu_ps(dst + 2 * k + 8, _mm256_add_ps(_mm256_loadu_ps(dst + 2 * k + 8),
+                                                            _mm256_permute2f128_ps(lo, hi, 0x31)));
+        }
+        for (int64_t c = 2 * k; c < g->w; c += 2) dst[c] += ev[c / 2];
+        for (int64_t c = 2 * k + 1; c < g->w; c += 2) dst[c] += od[c / 2];
+    }
+}
+#endif
+
+static void pack_x(int avx2, const dw_geom *g, const float *x, float *P)
+{
+#ifdef DW_X86
+    if (avx2 && g->s <= 2) {
+        if (g->s == 1)
+            pack_x_s1_avx2(g, x, P);
+        else
+            pack_x_s2_avx2(g, x, P);
+        return;
+    }
+#endif
+    (void)avx2;
+    pack_x_generic(g, x, P);
+}
+
+static void pack_dy(int avx2, const dw_geom *g, const float *dy, float *D)
+{
+#ifdef DW_X86
+    if (avx2) {
+        pack_dy_avx2(g, dy, D);
+        return;
+    }
+#endif
+    (void)avx2;
+    pack_dy_generic(g, dy, D);
+}
+
+static void unpack_y(int avx2, const dw_geom *g, const float *Y, float bias, float *y)
+{
+#ifdef DW_X86
+    if (avx2) {
+        unpack_y_avx2(g, Y, bias, y);
+        return;
+    }
+#endif
+    (void)avx2;
+    unpack_y_generic(g, Y, bias, y);
+}
+
+static void unpack_dx_add(int avx2, const dw_geom *g, const float *DX, float *dx)
+{
+#ifdef DW_X86
+    if (avx2 && g->s <= 2) {
+        if (g->s == 1)
+            unpack_dx_add_s1_avx2(g, DX, dx);
+        else
+            unpack_dx_add_s2_avx2(g, DX, dx);
+        return;
+    }
+#endif
+    (void)avx2;
+    unpack_dx_add_generic(g, DX, dx);
+}
+
+static void taps_sum(int avx2, int64_t nt, const float *const *base, const float *w, float *dst,
+                     int64_t len, int add)
+{
+#ifdef DW_X86
+    if (avx2) {
+        taps_sum_avx2(nt, base, w, dst, len, add);
+        return;
+    }
+#endif
+    (void)avx2;
+    taps_sum_generic(nt, base, w, dst, len, add);
+}
+
+static void taps_dot(int avx2, int64_t nt, const float *const *base, const float *d, int64_t len,
+                     double *acc)
+{
+#ifdef DW_X86
+    if (avx2) {
+        taps_dot_avx2(nt, base, d, len, acc);
+        return;
+    }
+#endif
+    (void)avx2;
+    taps_dot_generic(nt, base, d, len, acc);
+}
+
+/* Planes are short and visited out of address order (channel blocks, images): fetch the next
+ * ones while this one is computed instead of waiting on their first touch. */
+static void prefetch_plane(const float *p, int64_t len, int write)
+{
+    for (int64_t i = 0; i < len; i += 16) {
+        if (write)
+            __builtin_prefetch(p + i, 1, 3);
+        else
+            __builtin_prefetch(p + i, 0, 3);
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+
+void nn_dw_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *b,
+                   float *y, float *ws, size_t per_thread, int nt)
+{
+    dw_geom g;
+    geom_make(s, &g);
+    const int avx2 = nn_have_avx2();
+    const int64_t C = s->c_in, items = s->n * C, hw = s->h * s->w, hwo = g.ho * g.wo;
+#pragma omp parallel num_threads(nt)
+    {
+        float *P = ws + (size_t)thread_id() * per_thread, *Y = P + g.o_y;
+        memset(P, 0, sizeof(float) * g.o_dy);
+        const float *base[DW_MAX_TAPS];
+        for (int64_t k = 0; k < g.ntaps; k++) base[k] = P + g.ph[k] * g.lp + g.off[k];
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < items; t++) {
+            const int64_t n = t / C, ci = t % C;
+            if (t + 2 < items) prefetch_plane(x + (t + 2) * hw, hw, 0);
+            pack_x(avx2, &g, x + t * hw, P);
+            for (int64_t o = ci * g.m; o < (ci + 1) * g.m; o++) {
+                taps_sum(avx2, g.ntaps, base, wt + o * g.ntaps, Y, g.lout, 0);
+                unpack_y(avx2, &g, Y, b ? b[o] : 0.0f, y + (n * s->c_out + o) * hwo);
+            }
+        }
+    }
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
+                    float *dx, float *dw, float *ws, size_t per_thread, int nt)
+{
+    dw_geom g;
+    geom_make(s, &g);
+    const int avx2 = nn_have_avx2();
+    const int64_t C = s->c_in, hw = s->h * s->w, hwo = g.ho * g.wo;
+    /* channel blocks: at most DW_BLOCK, and at least two blocks per thread when C allows */
+    int64_t cb = C / (2 * (int64_t)nt);
+    cb = cb < 1 ? 1 : cb > DW_BLOCK ? DW_BLOCK : cb;
+#pragma omp parallel num_threads(nt)
+    {
+        float *P = ws + (size_t)thread_id() * per_thread, *D = P + g.o_dy, *DX = P + g.o_dx;
+        float *accf = P + g.o_acc;
+        if ((uintptr_t)accf % sizeof(double)) accf++;
+        double *acc = (double *)(void *)accf;
+        memset(P, 0, sizeof(float) * g.o_acc);
+        const float *xbase[DW_MAX_TAPS];
+        for (int64_t k = 0; k < g.ntaps; k++) xbase[k] = P + g.ph[k] * g.lp + g.off[k];
+        /* backward-data, per phase: the taps that land in it and their dy offsets */
+        const float *dbase[DW_MAX_TAPS];
+        int64_t tap_of[DW_MAX_TAPS], first[DW_MAX_TAPS + 1];
+        {
+            int64_t c = 0;
+            for (int64_t ph = 0; ph < g.nph; ph++) {
+                first[ph] = c;
+                for (int64_t k = 0; k < g.ntaps; k++)
+                    if (g.ph[k] == ph) {
+                        tap_of[c] = k;
+                        dbase[c] = D + g.m0 - g.off[k];
+                        c++;
+                    }
+            }
+            first[g.nph] = c;
+        }
+        /* Threads own blocks of consecutive channels (their weight gradients are private, summed
+         * over the images in the same order whatever the thread count); inside a block the
+         * planes of one image are contiguous in memory, which the prefetchers follow. */
+        const int64_t nblk = (C + cb - 1) / cb;
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t c0 = blk * cb, c1 = c0 + cb < C ? c0 + cb : C;
+            if (dw)
+                for (int64_t k = 0; k < (c1 - c0) * g.m * g.ntaps; k++) acc[k] = 0.0;
+            for (int64_t n = 0; n < s->n; n++)
+            for (int64_t ci = c0; ci < c1; ci++) {
+                double *acc_c = acc + (ci - c0) * g.m * g.ntaps;
+                {
+                    /* the next plane of this block: next channel, or first channel of n + 1 */
+                    const int64_t nn = ci + 1 < c1 ? n : n + 1, nc = ci + 1 < c1 ? ci + 1 : c0;
+                    if (nn < s->n) {
+                        if (dw) prefetch_plane(x + (nn * C + nc) * hw, hw, 0);
+                        if (dx) prefetch_plane(dx + (nn * C + nc) * hw, hw, 1);
+                        prefetch_plane(dy + (nn * s->c_out + nc * g.m) * hwo, g.m * hwo, 0);
+                    }
+                }
+                if (dw) pack_x(avx2, &g, x + (n * C + ci) * hw, P);
+                for (int64_t j = 0; j < g.m; j++) {
+                    const int64_t o = ci * g.m + j;
+                    pack_dy(avx2, &g, dy + (n * s->c_out + o) * hwo, D);
+                    if (dw) taps_dot(avx2, g.ntaps, xbase, D + g.m0, g.lout, acc_c + j * g.ntaps);
+                    if (dx)
+                        for (int64_t ph = 0; ph < g.nph; ph++) {
+                            float wsel[DW_MAX_TAPS];
+                            const int64_t cnt = first[ph + 1] - first[ph];
+                            for (int64_t c = 0; c < cnt; c++)
+                                wsel[c] = wt[o * g.ntaps + tap_of[first[ph] + c]];
+                            if (cnt > 0)
+                                taps_sum(avx2, cnt, dbase + first[ph], wsel, DX + ph * g.lu, g.lu,
+                                         j > 0);
+                            else if (j == 0)
+                                memset(DX + ph * g.lu, 0, sizeof(float) * (size_t)g.lu);
+                        }
+                }
+                if (dx) unpack_dx_add(avx2, &g, DX, dx + (n * C + ci) * hw);
+            }
+            if (dw)
+                for (int64_t k = 0; k < (c1 - c0) * g.m * g.ntaps; k++)
+                    dw[c0 * g.m * g.ntaps + k] += (float)acc[k];
+        }
+    }
+}

@@ -1,0 +1,27 @@
+/* gbtd nn: fast depthwise convolution (groups == c_in, any channel multiplier), internal.
+ *
+ * Each (image, input channel) plane is copied into a zero-padded buffer split into stride x stride
+ * phase planes (phase (a, b) holds the padded input at rows s r + a, columns s c + b). In phase
+ * coordinates every tap (p, q) of the kernel becomes one constant offset, so an output plane laid
+ * out with the phase row width Ws ("extended": the columns past w_out are scratch) is a sum of
+ * kh kw shifted copies of contiguous vectors, computed in registers. Backward-data is the
+ * transposed gather per phase, backward-weight one dot product per tap. */
+#ifndef GBTD_NN_CONV_DW_H
+#define GBTD_NN_CONV_DW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/ops.h"
+
+/* Floats of workspace one thread needs (0: the fast path does not handle this shape). The shape
+ * must be a validated depthwise shape (groups == c_in). */
+size_t nn_dw_per_thread(const gbtd_conv2d_shape *s);
+/* y = conv(x, wt) + b on nt threads; ws holds nt * per_thread floats. */
+void nn_dw_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *b,
+                   float *y, float *ws, size_t per_thread, int nt);
+/* dx += conv^T(dy), dw += dy (*) x (either may be NULL) on nt threads. */
+void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
+                    float *dx, float *dw, float *ws, size_t per_thread, int nt);
+
+#endif
