@@ -1,0 +1,103 @@
+/* gbtd cru: from factors to a network (the CRU-Net), source networks, fine-tuning.
+ *
+ * The CRU-Net of a source network and its factored stages (cru/stage.h) is the source graph
+ * with each member replaced by, in group g of its stage (R terms of rank (r_in, r_out)):
+ *     a = conv 1x1  C_in -> R r_in                       shared by the group ("layerS.cruG.conv_a")
+ *     b = conv kxk  R r_in -> R r_out, R groups, stride   shared by the group ("layerS.cruG.conv_b")
+ *     [BN-ReLU]                                           own, with act ("<member>.cru_bn_b")
+ *     [c = conv 1x1 R r_out -> R r_out]                   own, with extra ("<member>.cru_c"), identity
+ *     [BN-ReLU]                                           own, with extra and act ("<member>.cru_bn_c")
+ *     d = conv 1x1 R r_out -> C_out                       own ("<member>.cru_d")
+ * A basic-block member is one convolution, replaced in place (the batch norm after it is kept);
+ * a bottleneck member is conv1-bn1-conv2-bn2-conv3, replaced by the chain (its bn3 is kept).
+ * Weights: W_a[r r_in + a, i] = A_r[i, a], W_b[r r_out + b, a, h, w] = G_r[h, w, a, b],
+ * W_d[o, r r_out + b] = B_r^(l)[o, b] / s_o (s: the folded output scale of the batch norm that
+ * follows, which the network still applies). Everything else is copied from the source by name.
+ * Without act, the chain computes exactly the convolution by the factored kernel.
+ *
+ * A CRU-Net records how to rebuild its graph in net->spec:
+ *     "<source spec>|S,R,r_in,r_out,groups_of,extra,act|..."  (one "|..." per factored stage)
+ * so that gbtd_cru_net_from_spec (and checkpoints, which store the spec) can rebuild it. */
+#ifndef GBTD_CRU_BUILD_H
+#define GBTD_CRU_BUILD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cru/stage.h"
+#include "nn/data.h"
+#include "nn/net.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Build the CRU-Net of src (finalised, weights loaded) with the given factored stages (their
+ * layout set; models may be NULL, then the new layers keep their He initialisation) into *out
+ * (finalised). Errors: GBTD_EINVAL (stages not of src, two stages with the same number),
+ * GBTD_ENOMEM, layer-building errors. */
+int gbtd_cru_build(const gbtd_net *src, const gbtd_cru_stage *stages, int nstages, gbtd_net *out);
+
+/* The spec of a CRU-Net as described above, into buf. GBTD_ERANGE when it does not fit. */
+int gbtd_cru_spec(const char *src_spec, const gbtd_cru_stage *stages, int nstages, char *buf,
+                  size_t len);
+/* Rebuild a CRU-Net's graph from its spec (weights: the source's He initialisation; load a
+ * checkpoint into it). A spec without '|' builds the plain network. Errors: GBTD_EINVAL (bad
+ * spec), and those of gbtd_net_from_spec / gbtd_cru_stage_find / gbtd_cru_build. */
+int gbtd_cru_net_from_spec(const char *spec, gbtd_net *out);
+/* True when the entry belongs to a layer the CRU-Net added (its name contains ".cru"). */
+bool gbtd_cru_entry_is_new(const gbtd_net_entry *e);
+
+/* A network from a weights file: a gbtd checkpoint (.h5, its spec, CRU-Nets included), or a
+ * safetensors file of a CIFAR ResNet with PyTorch names (conv1, layerS.U.conv1/2, linear;
+ * the depth from the number of units). in_c/in_h/in_w: the image shape for a safetensors file
+ * (0: 3 x 32 x 32). Errors: GBTD_EFORMAT (unrecognised weights, naming the file), GBTD_EIO,
+ * loading errors. */
+int gbtd_cru_load_net(const char *path, int in_c, int in_h, int in_w, gbtd_net *out);
+
+/* ---- fine-tuning ------------------------------------------------------------------------ */
+
+typedef struct gbtd_cru_epoch_info {
+    int epoch, epochs;        /* 1-based */
+    bool new_only;            /* this epoch trained only the CRU layers */
+    double loss, top1;        /* training mean loss and top-1 */
+    double test_top1;         /* -1 without a test set */
+    double seconds;           /* of this epoch's training */
+} gbtd_cru_epoch_info;
+
+typedef struct gbtd_cru_finetune_opts {
+    int epochs;               /* 2 (including new_first) */
+    int new_first;            /* first epochs that train only the new layers (0) */
+    int64_t max_steps;        /* 0: all; else steps per epoch at most */
+    int batch;                /* 128 */
+    double lr;                /* 0.01, cosine to 0 over all steps */
+    double weight_decay;      /* 5e-4 */
+    double momentum;          /* 0.9 */
+    gbtd_net *teacher;        /* NULL, or the source network for distillation */
+    double kd_temp;           /* 4 */
+    double kd_alpha;          /* 0.5: loss = (1 - a) CE + a T^2 KL(teacher || student) */
+    uint64_t seed;            /* 0 */
+    int crop_pad;             /* 0 */
+    bool flip;                /* false */
+    const float *mean, *std;  /* normalisation (NULL: the data set's constants) */
+    int64_t test_limit;       /* 0: the whole test set each epoch */
+    int (*on_epoch)(const gbtd_cru_epoch_info *info, void *ctx); /* non-zero stops */
+    int (*on_step)(int64_t step, int64_t steps, double loss, void *ctx);
+    void *ctx;
+} gbtd_cru_finetune_opts;
+
+gbtd_cru_finetune_opts gbtd_cru_finetune_opts_default(void);
+
+/* Fine-tune net on train (test may be NULL) with SGD, cross-entropy and optionally
+ * distillation from opts->teacher (same input shape and classes; evaluated with its running
+ * statistics). info (may be NULL) receives the last epoch. Errors: GBTD_EINVAL (shapes of the
+ * data or teacher not matching the network), GBTD_ECANCELLED (a callback stopped it),
+ * GBTD_ENOMEM, network errors. */
+int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_dataset *test,
+                      const gbtd_cru_finetune_opts *opts, gbtd_cru_epoch_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

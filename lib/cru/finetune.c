@@ -1,0 +1,182 @@
+/* Fine-tuning a CRU-Net: SGD with a cosine schedule, new layers first, distillation. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "cru/build.h"
+#include "nn/optim.h"
+#include "nn/train.h"
+
+gbtd_cru_finetune_opts gbtd_cru_finetune_opts_default(void)
+{
+    gbtd_cru_finetune_opts o;
+    memset(&o, 0, sizeof o);
+    o.epochs = 2;
+    o.batch = 128;
+    o.lr = 0.01;
+    o.weight_decay = 5e-4;
+    o.momentum = 0.9;
+    o.kd_temp = 4.0;
+    o.kd_alpha = 0.5;
+    return o;
+}
+
+/* softmax(z / T) of one row into p */
+static void softmax_t_(const float *z, int k, double t, double *p)
+{
+    double mx = z[0];
+    for (int j = 1; j < k; j++)
+        if (z[j] > mx) mx = z[j];
+    double s = 0;
+    for (int j = 0; j < k; j++) s += p[j] = exp((z[j] - mx) / t);
+    for (int j = 0; j < k; j++) p[j] /= s;
+}
+
+/* d loss / d logits of (1 - a) CE(y) + a T^2 KL(teacher_T || student_T), batch mean. */
+static void kd_grad_(const float *s, const float *t, const int32_t *y, int n, int k, double temp,
+                     double alpha, double *ps, double *pt, float *d)
+{
+    for (int i = 0; i < n; i++) {
+        softmax_t_(s + (int64_t)i * k, k, 1.0, ps);
+        for (int j = 0; j < k; j++)
+            d[(int64_t)i * k + j] = (float)((1 - alpha) * (ps[j] - (j == y[i])) / n);
+        softmax_t_(s + (int64_t)i * k, k, temp, ps);
+        softmax_t_(t + (int64_t)i * k, k, temp, pt);
+        for (int j = 0; j < k; j++) d[(int64_t)i * k + j] += (float)(alpha * temp * (ps[j] - pt[j]) / n);
+    }
+}
+
+int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_dataset *test,
+                      const gbtd_cru_finetune_opts *opts, gbtd_cru_epoch_info *info)
+{
+    if (!net || !train || !net->finalized) return gbtd_error(GBTD_EINVAL, "finetune: bad argument");
+    gbtd_cru_finetune_opts o = opts ? *opts : gbtd_cru_finetune_opts_default();
+    if (o.epochs < 1 || o.batch < 1 || o.new_first < 0 || !(o.lr > 0) || o.kd_temp <= 0 ||
+        o.kd_alpha < 0 || o.kd_alpha > 1)
+        return gbtd_error(GBTD_EINVAL, "finetune: bad options");
+    if (train->c != net->in_c || train->h != net->in_h || train->w != net->in_w ||
+        (test && (test->c != net->in_c || test->h != net->in_h || test->w != net->in_w)))
+        return gbtd_error(GBTD_EINVAL, "finetune: data images are %dx%dx%d, the network takes "
+                          "%dx%dx%d", train->c, train->h, train->w, net->in_c, net->in_h,
+                          net->in_w);
+    if (train->classes > net->classes)
+        return gbtd_error(GBTD_EINVAL, "finetune: %d classes in the data, %d in the network",
+                          train->classes, net->classes);
+    gbtd_net *T = o.teacher;
+    if (T && (T->in_c != net->in_c || T->in_h != net->in_h || T->in_w != net->in_w ||
+              T->classes != net->classes))
+        return gbtd_error(GBTD_EINVAL, "finetune: the teacher's input or classes differ");
+    gbtd_loader_opts lo = gbtd_loader_opts_default();
+    lo.batch = o.batch;
+    lo.shuffle = true;
+    lo.drop_last = true;
+    lo.crop_pad = o.crop_pad;
+    lo.flip = o.flip;
+    lo.seed = o.seed;
+    float mean[4] = {0}, sd[4] = {0};
+    if (o.mean && o.std) {
+        memcpy(mean, o.mean, (size_t)train->c * sizeof *mean);
+        memcpy(sd, o.std, (size_t)train->c * sizeof *sd);
+    } else if (!gbtd_dataset_norm(train->name, mean, sd)) {
+        GBTD_CHECK(gbtd_dataset_stats(train, mean, sd));
+    }
+    memcpy(lo.mean, mean, sizeof mean);
+    memcpy(lo.std, sd, sizeof sd);
+    gbtd_loader *ld = NULL;
+    GBTD_CHECK(gbtd_loader_create(train, &lo, &ld));
+    gbtd_sgd sgd;
+    memset(&sgd, 0, sizeof sgd);
+    gbtd_sgd_opts so = gbtd_sgd_opts_default();
+    so.momentum = o.momentum;
+    so.weight_decay = o.weight_decay;
+    const int k = net->classes;
+    double *ps = malloc((size_t)k * sizeof *ps), *pt = malloc((size_t)k * sizeof *pt);
+    float *d = malloc((size_t)o.batch * (size_t)k * sizeof *d);
+    float *frozen = o.new_first > 0 ? malloc((size_t)net->nparams * sizeof *frozen) : NULL;
+    if (frozen) memcpy(frozen, net->params, (size_t)net->nparams * sizeof *frozen);
+    int rc = ps && pt && d && (frozen || o.new_first == 0) ? GBTD_OK : gbtd_error(GBTD_ENOMEM, "finetune: out of memory");
+    if (!rc) rc = gbtd_sgd_init(&sgd, net, &so);
+    int64_t per = gbtd_loader_batches(ld);
+    if (o.max_steps > 0 && o.max_steps < per) per = o.max_steps;
+    gbtd_lr_schedule sch;
+    memset(&sch, 0, sizeof sch);
+    sch.kind = GBTD_LR_COSINE;
+    sch.base = o.lr;
+    sch.total_steps = per * o.epochs;
+    int64_t step = 0;
+    gbtd_cru_epoch_info ei;
+    memset(&ei, 0, sizeof ei);
+    for (int e = 0; e < o.epochs && !rc; e++) {
+        const bool new_only = e < o.new_first;
+        double t0 = gbtd_wall_time(), lsum = 0;
+        int64_t hits = 0, seen = 0;
+        rc = gbtd_loader_start_epoch(ld, e);
+        for (int64_t b = 0; b < per && !rc; b++) {
+            const float *x;
+            const int32_t *y;
+            int n;
+            rc = gbtd_loader_next(ld, &x, &y, &n);
+            if (rc || n == 0) break;
+            const float *tl = NULL;
+            if (T) rc = gbtd_net_forward(T, x, n, false, &tl);
+            const float *sl = NULL;
+            if (!rc) rc = gbtd_net_forward(net, x, n, true, &sl);
+            double loss = 0;
+            int corr = 0;
+            if (!rc) rc = gbtd_net_loss(net, y, 0.0f, &loss, &corr);
+            if (!rc && T) {
+                kd_grad_(sl, tl, y, n, k, o.kd_temp, o.kd_alpha, ps, pt, d);
+                rc = gbtd_net_set_dlogits(net, d);
+            }
+            if (rc) break;
+            gbtd_net_zero_grad(net);
+            rc = gbtd_net_backward(net);
+            if (rc) break;
+            rc = gbtd_sgd_step(&sgd, net->params, net->grads, gbtd_lr_at(&sch, step));
+            /* frozen layers: undo the update (weight decay and momentum included) */
+            if (new_only)
+                for (int i = 0; i < net->nentries; i++) {
+                    const gbtd_net_entry *E = &net->entries[i];
+                    if (E->kind == GBTD_ENTRY_BN_MEAN || E->kind == GBTD_ENTRY_BN_VAR) continue;
+                    if (gbtd_cru_entry_is_new(E)) continue;
+                    memcpy(net->params + E->offset, frozen + E->offset,
+                           (size_t)E->numel * sizeof(float));
+                    memset(sgd.velocity + E->offset, 0, (size_t)E->numel * sizeof(float));
+                }
+            step++;
+            lsum += loss * n;
+            hits += corr;
+            seen += n;
+            if (!rc && o.on_step && o.on_step(step, per * o.epochs, loss, o.ctx))
+                rc = gbtd_error(GBTD_ECANCELLED, "finetune: stopped by the callback");
+        }
+        if (rc) break;
+        ei.epoch = e + 1;
+        ei.epochs = o.epochs;
+        ei.new_only = new_only;
+        ei.seconds = gbtd_wall_time() - t0;
+        ei.loss = seen ? lsum / (double)seen : 0;
+        ei.top1 = seen ? (double)hits / (double)seen : 0;
+        ei.test_top1 = -1;
+        if (test) {
+            gbtd_dataset sub = *test;
+            if (o.test_limit > 0 && o.test_limit < sub.n) sub.n = o.test_limit;
+            gbtd_eval_result r;
+            memset(&r, 0, sizeof r);
+            rc = gbtd_evaluate(net, &sub, mean, sd, 250, &r);
+            if (!rc) ei.test_top1 = r.top1;
+            gbtd_eval_result_free(&r);
+        }
+        if (!rc && o.on_epoch && o.on_epoch(&ei, o.ctx))
+            rc = gbtd_error(GBTD_ECANCELLED, "finetune: stopped by the callback");
+    }
+    if (info) *info = ei;
+    gbtd_sgd_free(&sgd);
+    gbtd_loader_free(ld);
+    free(ps);
+    free(pt);
+    free(d);
+    free(frozen);
+    return rc;
+}

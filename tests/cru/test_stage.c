@@ -1,0 +1,376 @@
+/* Tests of the CRU pipeline: the unification through a fitted BTD (R = 1 and R = cardinality
+ * reproduce a unit's effective kernel), collective factorization of a stage (members, budgets,
+ * collective vs independent on a planted shared structure), the CRU-Net built from factors
+ * (its linear chain computes exactly the factored kernel; lossless ranks give the source's
+ * logits), CRU specs, and fine-tuning with frozen old layers. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "cru/build.h"
+#include "cru/stage.h"
+#include "cru/unit.h"
+#include "nn/arch.h"
+
+static void fill_f(float *v, int64_t n, gbtd_rng *rng, double sd)
+{
+    for (int64_t i = 0; i < n; i++) v[i] = (float)(sd * gbtd_rng_normal(rng));
+}
+
+/* A fitted BTD with R terms of rank (d, d) reproduces the unit's effective kernel. */
+static void test_unification(gbtd_rng *rng, int groups, const char *name)
+{
+    const int64_t cin = 16, d = 2, D = groups * d, cout = 12;
+    float *w1 = malloc(sizeof(float) * (size_t)(D * cin)), *w2 = malloc(sizeof(float) * (size_t)(D * d * 9)),
+          *w3 = malloc(sizeof(float) * (size_t)(cout * D));
+    fill_f(w1, D * cin, rng, 1);
+    fill_f(w2, D * d * 9, rng, 1);
+    fill_f(w3, cout * D, rng, 1);
+    gbtd_unit_weights u = {cin, D, cout, 3, 3, groups, w1, w2, w3, NULL, NULL, NULL};
+    gbtd_tensor k;
+    CHECK_OK(gbtd_unit_effective_kernel(&u, &k), name);
+    const int modes[2] = {2, 3};
+    int64_t *ranks = malloc(sizeof(int64_t) * (size_t)(2 * groups));
+    for (int r = 0; r < 2 * groups; r++) ranks[r] = groups == 1 ? D : d;
+    gbtd_btd m;
+    gbtd_btd_opts o = gbtd_btd_opts_default();
+    o.restarts = 3;
+    CHECK_OK(gbtd_btd_decompose(&k, 2, modes, groups, ranks, &m, NULL, &o), name);
+    double e = 1;
+    CHECK_OK(gbtd_btd_relative_error(&k, &m, &e), name);
+    /* An exact BTD: the fit stops at the floor of double rounding, a few hundred eps of the
+     * ~numel(K) = 1728 accumulated terms; 1e-10 leaves room for the solver's stopping rule. */
+    CHECK_LE(e, 1e-10, name);
+    gbtd_btd_free(&m);
+    gbtd_tensor_free(&k);
+    free(ranks);
+    free(w1);
+    free(w2);
+    free(w3);
+}
+
+/* conv in double of x (c x h x w) with K[kh, kw, ci, co], stride 1, pad kh/2 */
+static void conv_k(const float *x, int c, int h, int w, const gbtd_tensor *K, double *y)
+{
+    const int64_t kh = K->shape[0], co = K->shape[3], pad = kh / 2;
+    for (int64_t o = 0; o < co; o++)
+        for (int p = 0; p < h; p++)
+            for (int q = 0; q < w; q++) {
+                double s = 0;
+                for (int i = 0; i < c; i++)
+                    for (int64_t a = 0; a < kh; a++)
+                        for (int64_t b = 0; b < kh; b++) {
+                            int64_t pp = p + a - pad, qq = q + b - pad;
+                            if (pp < 0 || qq < 0 || pp >= h || qq >= w) continue;
+                            s += x[((int64_t)i * h + pp) * w + qq] *
+                                 K->data[((a * kh + b) * c + i) * co + o];
+                        }
+                y[(o * h + p) * w + q] = s;
+            }
+}
+
+static int find_layer(const gbtd_net *net, const char *name)
+{
+    for (int i = 0; i < net->nlayers; i++)
+        if (!strcmp(net->layers[i].name, name)) return i;
+    return -1;
+}
+
+/* Build a CRU-Net from factors; with the nonlinearities off, each member's chain is the
+ * convolution by its factored kernel (divided by the folded BN scale). */
+static void test_chain_exact(const char *spec, int stage, int64_t ri, int64_t ro, int terms,
+                             bool extra, const char *name)
+{
+    gbtd_net src, cru;
+    char nm[160];
+    CHECK_OK(gbtd_net_from_spec(spec, &src), spec);
+    gbtd_net_init_params(&src, 7);
+    /* non-trivial BN statistics so that folding matters */
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(3, &rng);
+    for (int i = 0; i < src.nentries; i++) {
+        gbtd_net_entry *E = &src.entries[i];
+        float *p = gbtd_net_entry_data(&src, E);
+        for (int64_t j = 0; j < E->numel; j++) {
+            if (E->kind == GBTD_ENTRY_BN_VAR) p[j] = (float)(0.5 + gbtd_rng_uniform(rng));
+            if (E->kind == GBTD_ENTRY_BN_WEIGHT) p[j] = (float)(0.5 + gbtd_rng_uniform(rng));
+        }
+    }
+    gbtd_cru_stage st;
+    CHECK_OK(gbtd_cru_stage_find(&src, stage, &st), name);
+    gbtd_cru_stage_opts o = gbtd_cru_stage_opts_default();
+    o.terms = terms;
+    o.rank_in = ri;
+    o.rank_out = ro;
+    o.extra = extra;
+    o.independent = false;
+    o.btd.max_iter = 30;
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &o), name);
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &cru), name);
+    CHECK(cru.nparams < src.nparams, "CRU-Net has fewer parameters");
+    /* the conv parameters of the net dropped by params_before - params_after (conv weights) */
+    int64_t bn_dropped = 0;
+    for (int m = 0; m < st.nmembers; m++)
+        if (st.members[m].kind == GBTD_CRU_MEMBER_BOTTLENECK)
+            bn_dropped += 2 * (src.layers[st.members[m].bn[0]].c_out + src.layers[st.members[m].bn[1]].c_out);
+    CHECK(src.nparams - cru.nparams == st.params_before - st.params_after + bn_dropped,
+          "parameter count of the CRU-Net matches the stage report");
+    const int n = 2;
+    float *x = malloc(sizeof(float) * (size_t)(n * src.in_c * src.in_h * src.in_w));
+    fill_f(x, n * src.in_c * src.in_h * src.in_w, rng, 1);
+    CHECK_OK(gbtd_net_forward(&cru, x, n, true, NULL), "forward CRU-Net");
+    double worst = 0;
+    for (int m = 0; m < st.nmembers; m++) {
+        int g = 0;
+        while (st.group_start[g + 1] <= m) g++;
+        snprintf(nm, sizeof nm, "%s.cru_d", st.members[m].name);
+        int ld = find_layer(&cru, nm), la = ld;
+        while (la >= 0 && !strstr(cru.layers[la].name, ".conv_a")) la--;
+        if (ld < 0 || la < 0) {
+            CHECK(0, "member layers present");
+            continue;
+        }
+        const gbtd_value vin = cru.values[cru.layers[la].in], vout = cru.values[cru.layers[ld].out];
+        const float *xi = gbtd_net_value(&cru, cru.layers[la].in);
+        const float *yo = gbtd_net_value(&cru, cru.layers[ld].out);
+        /* factored kernel of member m: its block of the group's model / scale */
+        gbtd_tensor full;
+        CHECK_OK(gbtd_btd_reconstruct_alloc(&st.models[g], &full), "reconstruct");
+        int64_t shape[4] = {st.kh, st.kw, st.c_in, st.c_out};
+        gbtd_tensor K;
+        gbtd_tensor_alloc(&K, 4, shape);
+        const int64_t l = m - st.group_start[g], cols = full.shape[3];
+        for (int64_t r = 0; r < st.kh * st.kw * st.c_in; r++)
+            for (int64_t c = 0; c < st.c_out; c++)
+                K.data[r * st.c_out + c] = full.data[r * cols + l * st.c_out + c] /
+                                            st.scale[m * st.c_out + c];
+        double *y = malloc(sizeof(double) * (size_t)(vout.c * vout.h * vout.w));
+        for (int i = 0; i < n && xi && yo; i++) {
+            conv_k(xi + (int64_t)i * vin.c * vin.h * vin.w, vin.c, vin.h, vin.w, &K, y);
+            double num = 0, den = 0;
+            for (int64_t j = 0; j < (int64_t)vout.c * vout.h * vout.w; j++) {
+                double dd = y[j] - yo[(int64_t)i * vout.c * vout.h * vout.w + j];
+                num += dd * dd;
+                den += y[j] * y[j];
+            }
+            double e = sqrt(num / den);
+            if (e > worst) worst = e;
+        }
+        free(y);
+        gbtd_tensor_free(&K);
+        gbtd_tensor_free(&full);
+    }
+    /* float32 network: three chained convolutions of at most kh kw C = 9 x 64 products each,
+     * relative error ~ sqrt(576) x 6e-8 per layer; 1e-4 bounds it with a wide margin while a
+     * wrong factor layout gives O(1). */
+    snprintf(nm, sizeof nm, "%s: CRU chain = conv with the factored kernel (rel. err %.2e)", name,
+             worst);
+    CHECK(worst < 1e-4, nm);
+    free(x);
+    gbtd_rng_free(rng);
+    gbtd_net_free(&cru);
+    gbtd_cru_stage_free(&st);
+    gbtd_net_free(&src);
+}
+
+/* Lossless ranks on a basic-block stage: the CRU-Net computes the source network's logits. */
+static void test_lossless_net(void)
+{
+    gbtd_net src, cru, back;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=3x8x8,classes=5", &src), "resnet-20 8x8");
+    gbtd_net_init_params(&src, 11);
+    gbtd_cru_stage st;
+    CHECK_OK(gbtd_cru_stage_find(&src, 1, &st), "stage 1");
+    CHECK(st.nmembers == 6 && st.kh == 3 && st.c_in == 16, "stage 1 of resnet-20: 6 3x3 16->16 convs");
+    gbtd_cru_stage_opts o = gbtd_cru_stage_opts_default();
+    o.rank_in = 16;
+    o.rank_out = 96; /* = 6 x 16 = rank of the output unfolding: exact */
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &o), "factor at full rank");
+    CHECK_LE(st.kernel_error, 1e-12, "full-rank collective Tucker-2 is exact");
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &cru), "build");
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(5, &rng);
+    float x[4 * 3 * 8 * 8];
+    fill_f(x, 4 * 3 * 64, rng, 1);
+    const float *l1, *l2;
+    float a[20];
+    CHECK_OK(gbtd_net_forward(&src, x, 4, false, &l1), "forward source");
+    memcpy(a, l1, sizeof a);
+    CHECK_OK(gbtd_net_forward(&cru, x, 4, false, &l2), "forward CRU");
+    double num = 0, den = 0;
+    for (int i = 0; i < 20; i++) {
+        num += (a[i] - l2[i]) * (a[i] - l2[i]);
+        den += a[i] * a[i];
+    }
+    /* float32 through 19 layers: ~1e-6 relative; the factorization adds two GEMMs per conv */
+    CHECK_LE(sqrt(num / den), 1e-4, "lossless CRU-Net logits = source logits");
+    /* the spec rebuilds the same graph */
+    CHECK(strchr(cru.spec, '|') != NULL, "CRU spec recorded");
+    CHECK_OK(gbtd_cru_net_from_spec(cru.spec, &back), "net from CRU spec");
+    CHECK(back.nparams == cru.nparams && back.nlayers == cru.nlayers, "spec rebuilds the same graph");
+    int same = back.nentries == cru.nentries;
+    for (int i = 0; same && i < cru.nentries; i++)
+        same = !strcmp(back.entries[i].name, cru.entries[i].name);
+    CHECK(same, "spec rebuilds the same entry names");
+    CHECK(gbtd_net_find(&cru, "layer1.cru0.conv_a.weight") && gbtd_net_find(&cru, "layer1.2.conv2.cru_d.weight"),
+          "shared and own weights named");
+    /* budgets */
+    int64_t ri, ro;
+    CHECK_OK(gbtd_cru_stage_ranks_for_budget(&st, 1, 0, false, 0.3, &ri, &ro), "budget 0.3");
+    int64_t lim = (int64_t)(0.3 * (double)st.params_before);
+    CHECK(gbtd_cru_stage_count(&st, 1, ri, ro, 0, false) <= lim, "budget ranks fit");
+    CHECK(ro == 96 || gbtd_cru_stage_count(&st, 1, ro + 1 < 16 ? ro + 1 : 16, ro + 1, 0, false) > lim,
+          "budget ranks are the largest that fit");
+    CHECK_STATUS(gbtd_cru_stage_ranks_for_budget(&st, 1, 0, false, 0.001, &ri, &ro), GBTD_ERANGE,
+                 "a budget that cannot be met is refused");
+    CHECK_STATUS(gbtd_cru_stage_set_layout(&st, 1, 17, 10, 0, false, false), GBTD_ERANGE,
+                 "input rank above C_in refused");
+    gbtd_cru_stage bad;
+    CHECK_STATUS(gbtd_cru_stage_find(&src, 7, &bad), GBTD_ENOTFOUND, "stage that does not exist");
+    CHECK_STATUS(gbtd_cru_net_from_spec("resnet-20:input=3x8x8|1,x", &back), GBTD_EINVAL, "bad CRU spec");
+    /* groups of 2: three groups with their own shared layers */
+    o.groups_of = 2;
+    o.rank_in = 8;
+    o.rank_out = 8;
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &o), "factor in groups of 2");
+    CHECK(st.ngroups == 3, "6 members in groups of 2: 3 groups");
+    gbtd_net g3;
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &g3), "build in groups");
+    CHECK(gbtd_net_find(&g3, "layer1.cru2.conv_b.weight") && !gbtd_net_find(&g3, "layer1.cru3.conv_b.weight"),
+          "one shared pair per group");
+    gbtd_rng_free(rng);
+    gbtd_net_free(&g3);
+    gbtd_net_free(&back);
+    gbtd_net_free(&cru);
+    gbtd_cru_stage_free(&st);
+    gbtd_net_free(&src);
+}
+
+/* Planted shared structure: kernels K_l = G x A x B_l + noise. At equal parameters the
+ * collective factorization fits far better than an independent Tucker-2 of each member. */
+static void test_collective_wins(void)
+{
+    gbtd_net src;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=3x8x8", &src), "resnet-20");
+    gbtd_net_init_params(&src, 1);
+    gbtd_cru_stage st;
+    CHECK_OK(gbtd_cru_stage_find(&src, 3, &st), "stage 3");
+    CHECK(st.nmembers == 5 && st.c_in == 64, "stage 3: 5 members (unit 0 conv2, units 1-2)");
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(9, &rng);
+    const int64_t C = 64, r = 12;
+    double *A = malloc(sizeof(double) * C * r), *G = malloc(sizeof(double) * 9 * r * r),
+           *B = malloc(sizeof(double) * C * r);
+    for (int64_t i = 0; i < C * r; i++) A[i] = gbtd_rng_normal(rng);
+    for (int64_t i = 0; i < 9 * r * r; i++) G[i] = gbtd_rng_normal(rng);
+    for (int m = 0; m < st.nmembers; m++) {
+        for (int64_t i = 0; i < C * r; i++) B[i] = gbtd_rng_normal(rng);
+        float *w = src.params + src.layers[st.members[m].conv[0]].w;
+        for (int64_t o = 0; o < C; o++)
+            for (int64_t i = 0; i < C; i++)
+                for (int hw = 0; hw < 9; hw++) {
+                    double s = 0;
+                    for (int64_t a = 0; a < r; a++)
+                        for (int64_t b = 0; b < r; b++)
+                            s += A[i * r + a] * G[(hw * r + a) * r + b] * B[o * r + b];
+                    w[(o * C + i) * 9 + hw] = (float)(s + 0.01 * r * gbtd_rng_normal(rng));
+                }
+    }
+    gbtd_cru_stage_opts o = gbtd_cru_stage_opts_default();
+    o.fold_bn = false;
+    o.rank_in = r;
+    o.rank_out = r;
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &o), "collective factor");
+    CHECK(st.indep_rank > 0 && st.indep_params <= st.params_after, "independent baseline at <= params");
+    /* noise 0.01 r per entry against signal ~ r per entry: the collective error ~ 1e-2, while
+     * the independent Tucker-2 at the same parameters has rank ~ r / 2 and misses about half */
+    CHECK_LE(st.kernel_error, 0.05, "collective error at the noise level");
+    CHECK(st.indep_error > 5 * st.kernel_error, "independent Tucker-2 is much worse at equal params");
+    gbtd_rng_free(rng);
+    free(A);
+    free(G);
+    free(B);
+    gbtd_cru_stage_free(&st);
+    gbtd_net_free(&src);
+}
+
+/* Fine-tuning with new_first: only CRU layers move in the first epoch. */
+static void test_finetune_frozen(void)
+{
+    gbtd_net src, cru;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=1x8x8,classes=4", &src), "resnet-20 1x8x8");
+    gbtd_net_init_params(&src, 2);
+    gbtd_cru_stage st;
+    CHECK_OK(gbtd_cru_stage_find(&src, 2, &st), "stage 2");
+    gbtd_cru_stage_opts so = gbtd_cru_stage_opts_default();
+    so.rank_in = 8;
+    so.rank_out = 16;
+    so.extra = true;
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &so), "factor stage 2");
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &cru), "build with extra 1x1");
+    const gbtd_net_entry *ex = gbtd_net_find(&cru, "layer2.1.conv1.cru_c.weight");
+    CHECK(ex && gbtd_net_entry_data(&cru, ex)[0] == 1.0f && gbtd_net_entry_data(&cru, ex)[1] == 0.0f,
+          "extra 1x1 starts as the identity");
+    gbtd_dataset d;
+    memset(&d, 0, sizeof d);
+    strcpy(d.name, "synthetic");
+    d.n = 64;
+    d.c = 1;
+    d.h = d.w = 8;
+    d.classes = 4;
+    d.images = malloc(64 * 64);
+    d.labels = malloc(64 * sizeof(int32_t));
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(4, &rng);
+    for (int i = 0; i < 64 * 64; i++) d.images[i] = (uint8_t)(gbtd_rng_uniform(rng) * 255);
+    for (int i = 0; i < 64; i++) d.labels[i] = i % 4;
+    float *before = malloc(sizeof(float) * (size_t)cru.nparams);
+    memcpy(before, cru.params, sizeof(float) * (size_t)cru.nparams);
+    gbtd_cru_finetune_opts fo = gbtd_cru_finetune_opts_default();
+    fo.epochs = 1;
+    fo.new_first = 1;
+    fo.batch = 16;
+    fo.teacher = &src;
+    gbtd_cru_epoch_info ei;
+    CHECK_OK(gbtd_cru_finetune(&cru, &d, &d, &fo, &ei), "finetune new layers with distillation");
+    CHECK(ei.epoch == 1 && ei.new_only && isfinite(ei.loss) && ei.test_top1 >= 0, "epoch info");
+    int old_moved = 0, new_moved = 0;
+    for (int i = 0; i < cru.nentries; i++) {
+        const gbtd_net_entry *E = &cru.entries[i];
+        if (E->kind == GBTD_ENTRY_BN_MEAN || E->kind == GBTD_ENTRY_BN_VAR) continue;
+        int moved = memcmp(before + E->offset, cru.params + E->offset, sizeof(float) * (size_t)E->numel) != 0;
+        if (gbtd_cru_entry_is_new(E)) new_moved += moved;
+        else old_moved += moved;
+    }
+    CHECK(old_moved == 0 && new_moved > 0, "new_first: only the CRU layers changed");
+    gbtd_dataset wrong = d;
+    wrong.h = 7;
+    CHECK_STATUS(gbtd_cru_finetune(&cru, &wrong, NULL, &fo, NULL), GBTD_EINVAL,
+                 "data image size not matching the network");
+    gbtd_rng_free(rng);
+    free(before);
+    free(d.images);
+    free(d.labels);
+    gbtd_net_free(&cru);
+    gbtd_cru_stage_free(&st);
+    gbtd_net_free(&src);
+}
+
+int main(void)
+{
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(2024, &rng);
+    test_unification(rng, 1, "R = 1: fitted BTD reproduces a ResNet bottleneck kernel");
+    test_unification(rng, 4, "R = 4: fitted BTD reproduces a ResNeXt (4 x 2d) kernel");
+    test_chain_exact("resnet-20:input=3x8x8", 3, 16, 24, 1, false, "basic, R = 1");
+    test_chain_exact("resnet-20:input=3x8x8", 2, 8, 8, 2, true, "basic, R = 2, extra 1x1");
+    test_chain_exact("custom:block=bottleneck,units=3/3,width=16/32,inner=8/16,groups=1/4,"
+                     "input=3x8x8,classes=4", 2, 4, 4, 4, false, "bottleneck units, R = 4");
+    test_lossless_net();
+    test_collective_wins();
+    test_finetune_frozen();
+    gbtd_rng_free(rng);
+    return check_finish();
+}
