@@ -406,13 +406,20 @@ static void store_model(const ws *w, gbtd_btd *m)
 
 /* ---- building blocks ----------------------------------------------------------------------- */
 
+/* Gram_k = Ucat_k^T Ucat_k (dsyrk, then the lower triangle mirrored). */
+static void compute_gram(ws *w, int k)
+{
+    const int64_t I = w->shape[w->modes[k]], S = w->sumL[k];
+    double *g = w->Gram[k];
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)S, (blasint)I, 1.0, w->U[k],
+                (blasint)S, 0.0, g, (blasint)S);
+    for (int64_t a = 0; a < S; a++)
+        for (int64_t b = 0; b < a; b++) g[a * S + b] = g[b * S + a];
+}
+
 static void compute_grams(ws *w)
 {
-    for (int k = 0; k < w->K; k++) {
-        const int64_t I = w->shape[w->modes[k]], S = w->sumL[k];
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)S, (blasint)S, (blasint)I,
-                    1.0, w->U[k], (blasint)S, w->U[k], (blasint)S, 0.0, w->Gram[k], (blasint)S);
-    }
+    for (int k = 0; k < w->K; k++) compute_gram(w, k);
 }
 
 /* P_r = X x_{k != j} U_{r,k}^T for every term r, into Pb (offsets poff). The first product is
@@ -555,9 +562,6 @@ static int solve_factor(ws *w, int j)
     LAPACKE_dpotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)S, (lapack_int)I, w->hsmall,
                         (lapack_int)S, w->M[j], (lapack_int)S);
     memcpy(w->U[j], w->M[j], (size_t)(I * S) * sizeof(double));
-    const int64_t Sz = S;
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)Sz, (blasint)Sz, (blasint)I, 1.0,
-                w->U[j], (blasint)Sz, w->U[j], (blasint)Sz, 0.0, w->Gram[j], (blasint)Sz);
     return GBTD_OK;
 }
 
@@ -716,33 +720,38 @@ static int core_solve(ws *w, double *err2)
 }
 
 /* QR of each term's factors, R absorbed into the core (the model is unchanged). */
+static int normalize_mode(ws *w, int k)
+{
+    for (int r = 0; r < w->R; r++) {
+        const int64_t I = w->shape[w->modes[k]], Lr = LIDX(w, r, k), S = w->sumL[k];
+        double *u = w->U[k] + OFF(w, k, r);
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t l = 0; l < Lr; l++) w->qr[i + I * l] = u[i * S + l];
+        if (LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)I, (lapack_int)Lr, w->qr,
+                                (lapack_int)I, w->tau, w->qrwork,
+                                (lapack_int)w->qrlwork) != 0)
+            return gbtd_error(GBTD_ENUMERIC, "btd: QR failed");
+        for (int64_t a = 0; a < Lr; a++)
+            for (int64_t b = 0; b < Lr; b++) w->rmat[a * Lr + b] = b >= a ? w->qr[a + I * b] : 0.0;
+        if (LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, (lapack_int)I, (lapack_int)Lr, (lapack_int)Lr,
+                                w->qr, (lapack_int)I, w->tau, w->qrwork,
+                                (lapack_int)w->qrlwork) != 0)
+            return gbtd_error(GBTD_ENUMERIC, "btd: QR failed");
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t l = 0; l < Lr; l++) u[i * S + l] = w->qr[i + I * l];
+        int64_t sh[GBTD_MAX_MODES];
+        core_shape(w, r, sh);
+        const int64_t n = w->coff[r + 1] - w->coff[r];
+        gbtd_btd_ttm_(w->G + w->coff[r], w->N, sh, w->modes[k], w->rmat, Lr, Lr, 0, 0.0,
+                      w->ct[0]);
+        memcpy(w->G + w->coff[r], w->ct[0], (size_t)n * sizeof(double));
+    }
+    return GBTD_OK;
+}
+
 static int normalize(ws *w)
 {
-    for (int r = 0; r < w->R; r++)
-        for (int k = 0; k < w->K; k++) {
-            const int64_t I = w->shape[w->modes[k]], Lr = LIDX(w, r, k), S = w->sumL[k];
-            double *u = w->U[k] + OFF(w, k, r);
-            for (int64_t i = 0; i < I; i++)
-                for (int64_t l = 0; l < Lr; l++) w->qr[i + I * l] = u[i * S + l];
-            if (LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)I, (lapack_int)Lr, w->qr,
-                                    (lapack_int)I, w->tau, w->qrwork,
-                                    (lapack_int)w->qrlwork) != 0)
-                return gbtd_error(GBTD_ENUMERIC, "btd: QR failed");
-            for (int64_t a = 0; a < Lr; a++)
-                for (int64_t b = 0; b < Lr; b++) w->rmat[a * Lr + b] = b >= a ? w->qr[a + I * b] : 0.0;
-            if (LAPACKE_dorgqr_work(LAPACK_COL_MAJOR, (lapack_int)I, (lapack_int)Lr, (lapack_int)Lr,
-                                    w->qr, (lapack_int)I, w->tau, w->qrwork,
-                                    (lapack_int)w->qrlwork) != 0)
-                return gbtd_error(GBTD_ENUMERIC, "btd: QR failed");
-            for (int64_t i = 0; i < I; i++)
-                for (int64_t l = 0; l < Lr; l++) u[i * S + l] = w->qr[i + I * l];
-            int64_t sh[GBTD_MAX_MODES];
-            core_shape(w, r, sh);
-            const int64_t n = w->coff[r + 1] - w->coff[r];
-            gbtd_btd_ttm_(w->G + w->coff[r], w->N, sh, w->modes[k], w->rmat, Lr, Lr, 0, 0.0,
-                          w->ct[0]);
-            memcpy(w->G + w->coff[r], w->ct[0], (size_t)n * sizeof(double));
-        }
+    for (int k = 0; k < w->K; k++) GBTD_CHECK(normalize_mode(w, k));
     return GBTD_OK;
 }
 
@@ -1449,17 +1458,19 @@ static int run_als(ws *w, const run_ctx *c, double e0, gbtd_decomp_info *ri)
     double e_prev = e0;
     int rc = GBTD_OK;
     for (int it = 1;; it++) {
+        /* Each factor update is followed by the QR of the new blocks (triangular factors into
+         * the cores, the model unchanged), so the cores' update sees orthonormal factors. */
         for (int j = 0; j < w->K; j++) {
             project_except(w, j);
             form_MH(w, j);
             GBTD_CHECK(solve_factor(w, j));
+            GBTD_CHECK(normalize_mode(w, j));
+            compute_gram(w, j);
         }
         core_rhs(w);
         double e2;
         GBTD_CHECK(core_solve(w, &e2));
         const double e = current_error(w, e2);
-        GBTD_CHECK(normalize(w));
-        compute_grams(w);
         if (check_stop(c, ri, it, e_prev, e, 1, &rc)) return rc;
         e_prev = e;
     }
@@ -1885,7 +1896,12 @@ double gbtd_btd_iteration_flops(const gbtd_btd *m, gbtd_btd_solver solver)
             f += 2.0 * numel * sumL[best];
         }
     }
-    if (solver == GBTD_BTD_NLS) f += 2.0 * numel * sumL[K - 1]; /* explicit residual */
+    if (solver == GBTD_BTD_NLS) {
+        f += 2.0 * numel * sumL[K - 1]; /* explicit residual */
+    } else {
+        /* Factor updates: two triangular solves (2 S^2 I) and the Gramian (S^2 I) per mode. */
+        for (int k = 0; k < K; k++) f += 3.0 * sumL[k] * sumL[k] * (double)m->shape[m->modes[k]];
+    }
     return f;
 }
 

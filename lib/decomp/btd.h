@@ -175,8 +175,11 @@ int gbtd_btd_refine(const gbtd_tensor *x, gbtd_btd *model, gbtd_btd_info *info,
                     const gbtd_btd_opts *opts);
 
 /* Floating-point operations of one iteration of `solver` on a model of this layout, counting
- * the large GEMMs over X (those that scale with numel(X)); what benchmarks divide the seconds
- * per iteration by to report a fraction of the dgemm rate. */
+ * its level-3 work: the batched projections of X (2 numel(X) sum_r L_{r,k'} per factored mode,
+ * k' the mode projected first), for ALS also the factor updates (triangular solves and
+ * Gramian, 3 (sum_r L_{r,k})^2 I_k per mode), for NLS also the explicit residual (one more
+ * projection-sized GEMM; its CG iterations, whose number varies, are not counted). What
+ * benchmarks divide the seconds per iteration by to report a fraction of the dgemm rate. */
 double gbtd_btd_iteration_flops(const gbtd_btd *m, gbtd_btd_solver solver);
 
 #ifdef __cplusplus

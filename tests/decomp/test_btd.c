@@ -124,8 +124,11 @@ static void test_model(void)
     /* Layout only: 32 terms of rank (4, 4); allocation is small (cores 3x3x4x4). */
     CHECK_OK(gbtd_btd_alloc_uniform(&conv, 4, csh, 2, cmd, 32, cl), "alloc benchmark layout");
     const double numel = 3.0 * 3 * 512 * 2048;
-    CHECK_CLOSE(gbtd_btd_iteration_flops(&conv, GBTD_BTD_ALS), 2 * numel * 128 * 2, 0, 1e-15,
-                "ALS flops per iteration = 2 GEMMs of 2 numel sumL");
+    CHECK_CLOSE(gbtd_btd_iteration_flops(&conv, GBTD_BTD_ALS),
+                2 * numel * 128 * 2 + 3.0 * 128 * 128 * (512 + 2048), 0, 1e-15,
+                "ALS flops per iteration = 2 projections of 2 numel sumL + factor updates");
+    CHECK_CLOSE(gbtd_btd_iteration_flops(&conv, GBTD_BTD_NLS), 3 * 2 * numel * 128, 0, 1e-15,
+                "NLS flops per iteration = 2 projections + explicit residual");
     gbtd_btd_free(&conv);
     gbtd_btd_free(&c);
     gbtd_btd_free(&m);

@@ -56,11 +56,14 @@ int main(int argc, char **argv)
     gbtd_tensor_scale(&noise, 0.1 * gbtd_tensor_norm(&x) / gbtd_tensor_norm(&noise));
     gbtd_tensor_axpy(1.0, &noise, &x);
     gbtd_rng_free(rng);
-    const double rate = dgemm_rate(9 * cin, cout, R * l, 5);
-    printf("dgemm %lld x %lld x %lld: %.2f GFLOP/s (best of 5)\n", (long long)(9 * cin),
-           (long long)cout, (long long)(R * l), rate * 1e-9);
+    /* The machine may be shared: each solver's time is the best of two runs, and its dgemm
+     * rate the best of a measurement just before and one just after them (conservative). */
+    double rate = dgemm_rate(9 * cin, cout, R * l, 5);
+    printf("dgemm %lld x %lld x %lld: %.2f GFLOP/s (best of 5, before the iterations)\n",
+           (long long)(9 * cin), (long long)cout, (long long)(R * l), rate * 1e-9);
     for (int s = 0; s < 2; s++) {
         if ((s == 0 && !strcmp(only, "nls")) || (s == 1 && !strcmp(only, "als"))) continue;
+        if (s == 1) rate = dgemm_rate(9 * cin, cout, R * l, 5);
         gbtd_btd_opts o = gbtd_btd_opts_default();
         o.solver = s ? GBTD_BTD_NLS : GBTD_BTD_ALS;
         o.init = GBTD_BTD_INIT_RANDOM;
@@ -69,18 +72,30 @@ int main(int argc, char **argv)
         o.tol = 0.0;
         o.error_tol = 0.0;
         gbtd_btd_info info;
-        int64_t ranks[2 * 64];
-        for (int i = 0; i < 2 * R && i < 128; i++) ranks[i] = l;
-        if (gbtd_btd_decompose(&x, 2, md, R, ranks, &est, &info, &o) != GBTD_OK) {
-            fprintf(stderr, "time_btd: %s\n", gbtd_last_error());
-            return 1;
+        int64_t *ranks = malloc(sizeof(int64_t) * 2 * (size_t)R);
+        for (int i = 0; i < 2 * R; i++) ranks[i] = l;
+        double spi = 1e300;
+        for (int rep = 0; rep < 2; rep++) {
+            if (rep) {
+                gbtd_decomp_info_free(&info);
+                gbtd_btd_free(&est);
+            }
+            const int rc = gbtd_btd_decompose(&x, 2, md, R, ranks, &est, &info, &o);
+            if (rc != GBTD_OK) {
+                fprintf(stderr, "time_btd: %s\n", gbtd_last_error());
+                return 1;
+            }
+            const double t = info.time_iterate / info.iterations;
+            spi = t < spi ? t : spi;
         }
-        const double spi = info.time_iterate / info.iterations;
+        free(ranks);
+        const double r2 = dgemm_rate(9 * cin, cout, R * l, 5);
+        rate = r2 > rate ? r2 : rate;
         const double fl = gbtd_btd_iteration_flops(&est, o.solver);
         printf("%s: %d iterations, %.4f s/iteration (init %.3f s), rel. error %.4f, "
-               "%.2f GFLOP/s in the large GEMMs = %.0f %% of dgemm\n",
+               "%.2f GFLOP/s of level-3 work = %.0f %% of dgemm (%.2f GFLOP/s around this run)\n",
                s ? "NLS" : "ALS", info.iterations, spi, info.time_init, info.rel_error,
-               fl / spi * 1e-9, 100.0 * fl / spi / rate);
+               fl / spi * 1e-9, 100.0 * fl / spi / rate, rate * 1e-9);
         printf("{\"case\": \"btd_%s\", \"shape\": [3, 3, %lld, %lld], \"terms\": %d, \"rank\": %lld, "
                "\"s_per_iter\": %.6f, \"gflops\": %.3f, \"dgemm_gflops\": %.3f, \"fraction\": %.4f}\n",
                s ? "nls" : "als", (long long)cin, (long long)cout, R, (long long)l, spi,
