@@ -152,9 +152,12 @@ typedef struct ws {
     double lambda;
     int nls;
     int dense_core;
+    int fast_jtj;                  /* K == 2 and Pc <= BTD_FAST_JTJ_LIMIT: J^T J by GEMMs */
+    double *Y0, *Y1, *E, *Vh, *Oh;
 } ws;
 
 #define BTD_DENSE_CORE_LIMIT 2048
+#define BTD_FAST_JTJ_LIMIT 1024
 
 #define LIDX(w, r, k) ((w)->L[(int64_t)(r) * (w)->K + (k)])
 #define OFF(w, k, r) ((w)->off[(int64_t)(k) * ((w)->R + 1) + (r)])
@@ -200,6 +203,11 @@ static void ws_free(ws *w)
     gbtd_free(w->cp);
     gbtd_free(w->cq);
     gbtd_free(w->pchol);
+    gbtd_free(w->Y0);
+    gbtd_free(w->Y1);
+    gbtd_free(w->E);
+    gbtd_free(w->Vh);
+    gbtd_free(w->Oh);
     memset(w, 0, sizeof *w);
 }
 
@@ -366,6 +374,14 @@ static int ws_init(ws *w, const gbtd_btd *m, int nls)
     if (nls) {
         alloc_d(&w->g, w->nz, &ok);
         alloc_d(&w->pchol, (int64_t)K * R * w->maxL * w->maxL, &ok);
+        w->fast_jtj = K == 2 && w->dense_core && w->Pc <= BTD_FAST_JTJ_LIMIT;
+        if (w->fast_jtj) {
+            alloc_d(&w->Y0, w->Pc * w->Pc, &ok);
+            alloc_d(&w->Y1, w->Pc * w->Pc, &ok);
+            alloc_d(&w->E, w->Pc * w->Pc, &ok);
+            alloc_d(&w->Vh, w->Gsize, &ok);
+            alloc_d(&w->Oh, w->Gsize, &ok);
+        }
     }
     if (!ok) return gbtd_error(GBTD_ENOMEM, "btd: out of memory for the workspace");
     memset(w->z, 0, (size_t)w->nz * sizeof(double));
@@ -835,6 +851,62 @@ static void nls_evaluate(ws *w)
     double *gG = w->g + w->uoff[w->K];
     core_gram_apply(w, w->G, gG);
     for (int64_t i = 0; i < w->Gsize; i++) gG[i] -= w->B[i];
+    if (w->fast_jtj) {
+        /* Hc (Kronecker blocks of the Gramians) and Y0 = Gh^T Gh for the batched J^T J. */
+        const int64_t Pc = w->Pc;
+        build_core_system(w);
+        core_to_hat(w, w->G, w->Gh, 0);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)Pc, (blasint)Pc,
+                    (blasint)w->F, 1.0, w->Gh, (blasint)Pc, w->Gh, (blasint)Pc, 0.0, w->Y0,
+                    (blasint)Pc);
+    }
+}
+
+/* The core and Q1 parts of J^T J v for two factored modes, batched over all term pairs. In the
+ * "hat" layout (F x Pc, column (r, a, b)), with Y1 = Gh^T dGh and Y0 = Gh^T Gh:
+ *   Q1_0[(s,a'), (r,a)] = sum_{b,b'} Gram_1 Y1 + D_1 Y0,  Q1_1[(s,b'), (r,b)] = sum_{a,a'} Gram_0 Y1
+ *   + D_0 Y0 (Gram_k, D_k taken at [(r, .), (s, .')], Y at [(r,a,b), (s,a',b')]),
+ *   oGh = dGh Hc^T + Gh E^T, E[(r,a,b), (s,a',b')] = D_0 Gram_1 + Gram_0 D_1.
+ * Same result as the pairwise loop in jtj_apply, O(Pc^2 (F + L)) work in a few GEMMs. */
+static void jtj_core_fast(ws *w, const double *dG, double *oG)
+{
+    const int64_t Pc = w->Pc, S0 = w->sumL[0], S1 = w->sumL[1];
+    core_to_hat(w, dG, w->Vh, 0);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)Pc, (blasint)Pc, (blasint)w->F,
+                1.0, w->Gh, (blasint)Pc, w->Vh, (blasint)Pc, 0.0, w->Y1, (blasint)Pc);
+    const double *g0 = w->Gram[0], *g1 = w->Gram[1], *d0 = w->D[0], *d1 = w->D[1];
+    double *q0 = w->Q1[0], *q1 = w->Q1[1];
+    for (int r = 0; r < w->R; r++) {
+        const int64_t ra = LIDX(w, r, 0), rb = LIDX(w, r, 1), o0r = OFF(w, 0, r), o1r = OFF(w, 1, r);
+        for (int s = 0; s < w->R; s++) {
+            const int64_t sa = LIDX(w, s, 0), sb = LIDX(w, s, 1), o0s = OFF(w, 0, s),
+                          o1s = OFF(w, 1, s);
+            for (int64_t a = 0; a < ra; a++)
+                for (int64_t b = 0; b < rb; b++) {
+                    const int64_t i = w->pcoff[r] + a * rb + b;
+                    const double *y1 = w->Y1 + i * Pc + w->pcoff[s], *y0 = w->Y0 + i * Pc + w->pcoff[s];
+                    double *e = w->E + i * Pc + w->pcoff[s];
+                    const double *g0r = g0 + (o0r + a) * S0 + o0s, *d0r = d0 + (o0r + a) * S0 + o0s;
+                    const double *g1r = g1 + (o1r + b) * S1 + o1s, *d1r = d1 + (o1r + b) * S1 + o1s;
+                    for (int64_t ap = 0; ap < sa; ap++) {
+                        double acc0 = 0.0;
+                        for (int64_t bp = 0; bp < sb; bp++) {
+                            const int64_t j = ap * sb + bp;
+                            acc0 += g1r[bp] * y1[j] + d1r[bp] * y0[j];
+                            q1[(o1s + bp) * S1 + o1r + b] += g0r[ap] * y1[j] + d0r[ap] * y0[j];
+                            e[j] = d0r[ap] * g1r[bp] + g0r[ap] * d1r[bp];
+                        }
+                        q0[(o0s + ap) * S0 + o0r + a] += acc0;
+                    }
+                }
+        }
+    }
+    /* oGh = dGh Hc^T + Gh E^T (Hc symmetric). */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)w->F, (blasint)Pc, (blasint)Pc,
+                1.0, w->Vh, (blasint)Pc, w->Hc, (blasint)Pc, 0.0, w->Oh, (blasint)Pc);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)w->F, (blasint)Pc, (blasint)Pc,
+                1.0, w->Gh, (blasint)Pc, w->E, (blasint)Pc, 1.0, w->Oh, (blasint)Pc);
+    core_to_hat(w, oG, w->Oh, 1);
 }
 
 /* o = (J^T J + lambda I) v, from factor Gramians and core contractions only. */
@@ -853,7 +925,8 @@ static void jtj_apply(ws *w, const double *v, double lambda, double *o)
     double *oG = o + w->uoff[K];
     memset(oG, 0, (size_t)w->Gsize * sizeof(double));
     double *acc = w->ct[K + 2], *tmp = w->ct[K + 3];
-    for (int r = 0; r < R; r++)
+    if (w->fast_jtj) jtj_core_fast(w, dG, oG);
+    for (int r = 0; r < R && !w->fast_jtj; r++)
         for (int s = 0; s < R; s++) {
             int64_t shs[GBTD_MAX_MODES], shT[GBTD_MAX_MODES][GBTD_MAX_MODES];
             core_shape(w, s, shs);
