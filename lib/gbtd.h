@@ -42,5 +42,8 @@
 #include "io/io.h"
 #include "nn/ops.h"
 #include "cru/unit.h"
+#include "cru/stage.h"
+#include "cru/build.h"
+#include "models/models.h"
 
 #endif
