@@ -152,7 +152,7 @@ typedef struct ws {
     double lambda;
     int nls;
     int dense_core;
-    int fast_jtj;                  /* K == 2 and Pc <= BTD_FAST_JTJ_LIMIT: J^T J by GEMMs */
+    int fast_jtj;                  /* K == 2 and Pc <= BTD_FAST_JTJ_LIMIT: pair sums by GEMMs */
     double *Y0, *Y1, *E, *Vh, *Oh;
 } ws;
 
@@ -345,6 +345,8 @@ static int ws_init(ws *w, const gbtd_btd *m, int nls)
     alloc_d(&w->rec, w->numel, &ok);
     for (int i = 0; i < K + 4; i++) alloc_d(&w->ct[i], w->csize, &ok);
     w->dense_core = w->Pc <= BTD_DENSE_CORE_LIMIT;
+    w->fast_jtj = K == 2 && w->dense_core && w->Pc <= BTD_FAST_JTJ_LIMIT;
+    if (w->fast_jtj) alloc_d(&w->Y0, w->Pc * w->Pc, &ok);
     if (w->dense_core) {
         alloc_d(&w->Hc, w->Pc * w->Pc, &ok);
         alloc_d(&w->Hf, w->Pc * w->Pc, &ok);
@@ -374,9 +376,7 @@ static int ws_init(ws *w, const gbtd_btd *m, int nls)
     if (nls) {
         alloc_d(&w->g, w->nz, &ok);
         alloc_d(&w->pchol, (int64_t)K * R * w->maxL * w->maxL, &ok);
-        w->fast_jtj = K == 2 && w->dense_core && w->Pc <= BTD_FAST_JTJ_LIMIT;
         if (w->fast_jtj) {
-            alloc_d(&w->Y0, w->Pc * w->Pc, &ok);
             alloc_d(&w->Y1, w->Pc * w->Pc, &ok);
             alloc_d(&w->E, w->Pc * w->Pc, &ok);
             alloc_d(&w->Vh, w->Gsize, &ok);
@@ -523,6 +523,45 @@ static void core_shape(const ws *w, int r, int64_t *sh)
     for (int n = 0; n < w->N; n++) sh[n] = w->cshape[r * w->N + n];
 }
 
+static void core_to_hat(const ws *w, const double *core, double *hat, int inverse);
+
+/* H_j for two factored modes, all term pairs at once: with Y0 = Gh^T Gh (hat layout),
+ * H_0[(r,a), (s,a')] = sum_{b,b'} Gram_1[(r,b), (s,b')] Y0[(r,a,b), (s,a',b')], and H_1 with
+ * the roles of the modes exchanged. */
+static void form_H_fast(ws *w, int j)
+{
+    const int64_t Pc = w->Pc, S0 = w->sumL[0], S1 = w->sumL[1];
+    core_to_hat(w, w->G, w->Gh, 0);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)Pc, (blasint)Pc, (blasint)w->F,
+                1.0, w->Gh, (blasint)Pc, w->Gh, (blasint)Pc, 0.0, w->Y0, (blasint)Pc);
+    double *h = w->H[j];
+    memset(h, 0, (size_t)(w->sumL[j] * w->sumL[j]) * sizeof(double));
+    for (int r = 0; r < w->R; r++) {
+        const int64_t ra = LIDX(w, r, 0), rb = LIDX(w, r, 1), o0r = OFF(w, 0, r), o1r = OFF(w, 1, r);
+        for (int s = 0; s < w->R; s++) {
+            const int64_t sa = LIDX(w, s, 0), sb = LIDX(w, s, 1), o0s = OFF(w, 0, s),
+                          o1s = OFF(w, 1, s);
+            for (int64_t a = 0; a < ra; a++)
+                for (int64_t b = 0; b < rb; b++) {
+                    const double *y0 = w->Y0 + (w->pcoff[r] + a * rb + b) * Pc + w->pcoff[s];
+                    if (j == 0) {
+                        const double *g1 = w->Gram[1] + (o1r + b) * S1 + o1s;
+                        for (int64_t ap = 0; ap < sa; ap++) {
+                            double acc = 0.0;
+                            for (int64_t bp = 0; bp < sb; bp++) acc += g1[bp] * y0[ap * sb + bp];
+                            h[(o0r + a) * S0 + o0s + ap] += acc;
+                        }
+                    } else {
+                        const double *g0 = w->Gram[0] + (o0r + a) * S0 + o0s;
+                        for (int64_t ap = 0; ap < sa; ap++)
+                            for (int64_t bp = 0; bp < sb; bp++)
+                                h[(o1r + b) * S1 + o1s + bp] += g0[ap] * y0[ap * sb + bp];
+                    }
+                }
+        }
+    }
+}
+
 /* M_j = X_(m_j) W and H_j = W^T W for factored mode j (from P_r of project_except(j)). */
 static void form_MH(ws *w, int j)
 {
@@ -534,6 +573,10 @@ static void form_MH(ws *w, int j)
         prod_around(sh, w->N, mj, &P, &Q);
         gbtd_btd_contract_(proj_term(w, r), w->G + w->coff[r], P, I, LIDX(w, r, j), Q, 0.0,
                            w->M[j] + OFF(w, j, r), S);
+    }
+    if (w->fast_jtj) {
+        form_H_fast(w, j);
+        return;
     }
     const unsigned mask = ((1u << w->K) - 1u) & ~(1u << j);
     for (int r = 0; r < w->R; r++)
@@ -726,9 +769,15 @@ static int core_solve(ws *w, double *err2)
         LAPACKE_dpotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)w->Pc, (lapack_int)w->F, w->Hf,
                             (lapack_int)w->Pc, w->Gh, (lapack_int)w->Pc);
         core_to_hat(w, w->G, w->Gh, 1);
-    } else {
-        core_cg(w, 200, 1e-12);
+        /* <G, Hc G> in the hat layout: Th = Gh Hc (Hc symmetric). */
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)w->F, (blasint)w->Pc,
+                    (blasint)w->Pc, 1.0, w->Gh, (blasint)w->Pc, w->Hc, (blasint)w->Pc, 0.0, w->Th,
+                    (blasint)w->Pc);
+        const double gb = dot(w->Gh, w->Bh, w->Gsize), ghg = dot(w->Gh, w->Th, w->Gsize);
+        *err2 = w->xn2 - 2.0 * gb + ghg;
+        return GBTD_OK;
     }
+    core_cg(w, 200, 1e-12);
     core_gram_apply(w, w->G, w->Y); /* Y (>= Gsize) is free here */
     const double gb = dot(w->G, w->B, w->Gsize), ghg = dot(w->G, w->Y, w->Gsize);
     *err2 = w->xn2 - 2.0 * gb + ghg;
