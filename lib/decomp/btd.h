@@ -21,19 +21,24 @@
  *    never formed: the right-hand side is one batched GEMM over all terms plus small core
  *    contractions, W^T W comes from factor Gramians and core contractions. Then all cores at
  *    once from the block normal equations (full modes decouple; a dense Cholesky when the
- *    system is small, matrix-free CG otherwise). After each sweep each term's factors are
- *    re-orthonormalised (QR) and the triangular factors absorbed into its core.
+ *    system is small, matrix-free CG otherwise). After each factor update the new blocks are
+ *    re-orthonormalised (QR of each term's factor) and the triangular factors absorbed into
+ *    the cores (the model is unchanged), so the factors stay orthonormal per term.
  *  - NLS: damped Gauss-Newton (Levenberg-Marquardt) on 1/2 ||model - X||^2 over all factors and
  *    cores. J^T J is applied matrix-free from factor Gramians and small core contractions (cost
- *    independent of the size of X); the gradient takes one pass over the residual; each step is
- *    solved inexactly by CG with a block-Jacobi preconditioner.
+ *    independent of the size of X; batched into GEMMs over all term pairs for two factored
+ *    modes); the gradient costs the same batched projections of X as an ALS sweep (model part
+ *    from the Gramians); each step is solved inexactly by CG with a block-Jacobi
+ *    preconditioner; trial points are accepted on the explicit residual.
  *  Initialisation: random (normal entries, seeded), deterministic from a truncated HOSVD
  *  whose leading singular vectors are dealt out across the terms, or algebraic (GEVD, the
- *  default: exact for exact data, see gbtd_btd_init); random starts are swamp-prone for BTD. Restarts: `restarts` runs with
- *  seeds seed, seed+1, ..., keeping the best (a run that reaches error_tol ends the restarts).
+ *  default: exact for exact data, see gbtd_btd_init); random starts are swamp-prone for BTD.
+ *  Restarts: `restarts` runs with seeds seed, seed+1, ..., keeping the best (a run that
+ *  reaches error_tol ends the restarts).
  *  Compression (optional): X is first projected on its leading mode subspaces (truncated HOSVD
  *  of the factored modes, of sizes min(I, sum of the term ranks)), the model is fitted to the
- *  small tensor, expanded, then refined on the full tensor.
+ *  small tensor, expanded, then refined on the full tensor (max_iter applies to each phase;
+ *  the compressed phase counts as initialisation in the info).
  *
  * Requests that cannot be met are refused before any work (model left empty):
  *   GBTD_EINVAL       NULL argument, nterms < 1, nmodes < 1, max_iter < 1, restarts < 1,
@@ -133,7 +138,8 @@ typedef enum gbtd_btd_init {
 } gbtd_btd_init;
 
 typedef enum gbtd_btd_compress {
-    GBTD_BTD_COMPRESS_AUTO = 0, /* compress when it shrinks X by at least 4x */
+    GBTD_BTD_COMPRESS_AUTO = 0, /* compress when it shrinks X by at least 4x and X has at
+                                   least 2^16 entries */
     GBTD_BTD_COMPRESS_OFF = 1,
     GBTD_BTD_COMPRESS_ON = 2
 } gbtd_btd_compress;
