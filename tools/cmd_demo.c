@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -17,7 +18,7 @@
 static void demo_help(FILE *f)
 {
     fprintf(f,
-            "usage: gbtd demo [--shape A,B,C,D] [--ranks A,B,C,D] [--seed N] [--threads N]\n"
+            "usage: gbtd demo --tensors [--shape A,B,C,D] [--ranks A,B,C,D] [--seed N] [--threads N]\n"
             "                 [--reps N] [--json] [--quiet]\n\n"
             "Builds a random 4-way tensor X = G x_0 A_0 x_1 A_1 x_2 A_2 x_3 A_3 + noise (Tucker\n"
             "ranks --ranks, noise 1e-3 relative), shows each unfolding and mode-n product with\n"
@@ -88,7 +89,7 @@ static double sample_error(const gbtd_tensor *x, const gbtd_tensor *u, int mode,
         if (rc != GBTD_OK) goto fail;                                                             \
     } while (0)
 
-int cmd_demo(int argc, char **argv)
+static int demo_tensors(int argc, char **argv)
 {
     int64_t shape[4] = {3, 3, 256, 512}, ranks[4] = {2, 2, 16, 32};
     long long seed = 1, threads = 0, reps = 3;
@@ -301,4 +302,263 @@ fail:
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) gbtd_tensor_free(all[i]);
     gbtd_rng_free(rng);
     return cli_fail("demo", rc, "demo failed");
+}
+
+/* ---- the main job: the CRU pipeline ------------------------------------------------------ */
+
+#include "cmd_cru.h"
+#include "nn_cli.h"
+
+#define CRU_DEMO_SPEC "custom:block=bottleneck,units=3/3/3,width=32/64/128,inner=8/16/32,stem-width=16"
+
+static void cru_demo_help(FILE *f)
+{
+    fprintf(f,
+            "usage: gbtd demo [--weights FILE] [--data fashion-mnist|cifar10] [--data-dir DIR]\n"
+            "                 [--arch SPEC] [--epochs N] [--steps N] [--stages S,S] [--budget F]\n"
+            "                 [--ft-epochs N] [--ft-steps N] [--new-first N] [--distill] [--lr X]\n"
+            "                 [--limit N] [--seed N] [--threads N] [--json] [--quiet]\n"
+            "       gbtd demo --tensors ...   (the tensor-operations demo; --tensors --help)\n\n"
+            "The CRU pipeline end to end: (1) train a small bottleneck ResNet on Fashion-MNIST\n"
+            "(or load --weights, e.g. ../shared/data/models/resnet56-cifar10.safetensors with\n"
+            "--data cifar10), (2) stack the effective kernels of each chosen stage's units along\n"
+            "the output mode and factor them jointly (shared reduce + core, own expand) to the\n"
+            "--budget fraction of their conv parameters, (3) build the CRU-Net from the factors,\n"
+            "(4) fine-tune it briefly, and print one table: parameters, test top-1 of the source,\n"
+            "of the CRU-Net before and after fine-tuning, and the time of each step.\n\n"
+            "  --arch SPEC      source network (default " CRU_DEMO_SPEC ")\n"
+            "  --epochs N       source training epochs (default 1); --steps N caps each (400)\n"
+            "  --stages S,S     stages to factor (default 2,3)\n"
+            "  --budget F       fraction of the stages' conv parameters kept (default 0.5)\n"
+            "  --ft-epochs N    fine-tuning epochs (default 1); --ft-steps N caps each (200)\n"
+            "  --new-first N    epochs training only the new layers first (default 0)\n"
+            "  --distill        distil from the source network (softened logits, T = 4, a = 0.5)\n"
+            "  --limit N        test images evaluated (default 2000)\n");
+}
+
+static int cru_demo_epoch_(const gbtd_epoch_info *e, void *ctx)
+{
+    if (!*(bool *)ctx)
+        fprintf(stderr, "  epoch %d/%d: loss %.4f, train top-1 %.2f %%, %.1f s (%.0f images/s)\n",
+                e->epoch, e->epochs, e->loss, 100 * e->top1, e->seconds, e->images_per_s);
+    return 0;
+}
+
+static int cru_demo_ft_epoch_(const gbtd_cru_epoch_info *e, void *ctx)
+{
+    if (!*(bool *)ctx)
+        fprintf(stderr, "  epoch %d/%d%s: loss %.4f, train top-1 %.2f %%, test top-1 %.2f %%, %.1f s\n",
+                e->epoch, e->epochs, e->new_only ? " (new layers only)" : "", e->loss,
+                100 * e->top1, 100 * e->test_top1, e->seconds);
+    return 0;
+}
+
+static int cru_demo_step_(int64_t step, int64_t steps, double loss, void *ctx)
+{
+    if (!*(bool *)ctx && cli_stderr_is_tty())
+        fprintf(stderr, "\r  step %lld/%lld, loss %.4f   ", (long long)step, (long long)steps, loss);
+    return 0;
+}
+
+static int demo_cru(int argc, char **argv)
+{
+    cru_cli_opts o;
+    cru_cli_opts_default(&o);
+    const char *weights = NULL, *arch = CRU_DEMO_SPEC;
+    long long epochs = 1, steps = 400, ft_epochs = 1, ft_steps = 200, new_first = 0;
+    double lr = -1;
+    bool distill = false;
+    o.budget = 0.5;
+    o.stages[0] = 2;
+    o.stages[1] = 3;
+    o.nstages = 2;
+    o.data = "fashion-mnist";
+    o.limit = 2000;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const bool has = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cru_demo_help(stdout);
+            return EXIT_OK;
+        }
+        if (!strcmp(a, "--ranks"))
+            return cli_usage_error("demo", "--ranks belongs to --tensors; the CRU demo takes --budget");
+        int used = cru_cli_parse("demo", argc, argv, &i, &o);
+        if (used < 0) return EXIT_USAGE;
+        if (used) continue;
+        if (!strcmp(a, "--weights") && has) weights = argv[++i];
+        else if (!strcmp(a, "--arch") && has) arch = argv[++i];
+        else if (!strcmp(a, "--distill")) distill = true;
+        else if (!strcmp(a, "--lr") && has) {
+            if (!cli_parse_double("demo", a, argv[++i], &lr) || !(lr > 0))
+                return cli_usage_error("demo", "--lr must be > 0");
+        } else if (!strcmp(a, "--epochs") && has) {
+            if (!cli_parse_int("demo", a, argv[++i], 0, 1000, &epochs)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--steps") && has) {
+            if (!cli_parse_int("demo", a, argv[++i], 1, 1LL << 40, &steps)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--ft-epochs") && has) {
+            if (!cli_parse_int("demo", a, argv[++i], 0, 1000, &ft_epochs)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--ft-steps") && has) {
+            if (!cli_parse_int("demo", a, argv[++i], 1, 1LL << 40, &ft_steps)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--new-first") && has) {
+            if (!cli_parse_int("demo", a, argv[++i], 0, 1000, &new_first)) return EXIT_USAGE;
+        } else {
+            return cli_usage_error("demo", "unknown option or missing value '%s'", a);
+        }
+    }
+    if (o.rank_in > 0) o.budget = 0;
+    if (new_first > ft_epochs) return cli_usage_error("demo", "--new-first exceeds --ft-epochs");
+    gbtd_set_threads(o.threads);
+    const bool q = o.quiet;
+    const double t_start = cli_now();
+    cru_run r;
+    memset(&r, 0, sizeof r);
+    if (!q) fprintf(stderr, "[1/4] loading %s ...\n", o.data);
+    int st = nn_cli_load_data("demo", o.data, o.dir, &r.tr, &r.te);
+    if (st) return st;
+    r.have_data = true;
+    gbtd_net src;
+    memset(&src, 0, sizeof src);
+    int rc;
+    double t_train = 0, lr_ft = lr > 0 ? lr : 0.01;
+    char spec[256] = "";
+    if (weights) {
+        gbtd_file_format fmt = GBTD_FORMAT_UNKNOWN;
+        rc = gbtd_file_format_detect(weights, &fmt);
+        r.imnet = o.norm ? !strcmp(o.norm, "imagenet") : fmt == GBTD_FORMAT_SAFETENSORS;
+        if (!rc) rc = gbtd_cru_load_net(weights, r.te.c, r.te.h, r.te.w, &src);
+        if (rc) {
+            cru_run_free(&r);
+            return cli_fail("demo", rc, "cannot load the weights");
+        }
+        snprintf(spec, sizeof spec, "%s", src.spec);
+        if (!q) fprintf(stderr, "[1/4] loaded %s (%s, %lld parameters)\n", weights, spec,
+                        (long long)src.nparams);
+    } else {
+        nn_cli_spec_for_data(arch, &r.te, spec, sizeof spec);
+        rc = gbtd_net_from_spec(spec, &src);
+        if (!rc) rc = gbtd_net_init_params(&src, o.seed);
+        if (rc) {
+            cru_run_free(&r);
+            return cli_fail("demo", rc, "cannot build the source network");
+        }
+        if (!q) fprintf(stderr, "[1/4] training %s (%lld parameters) for %lld epochs ...\n", spec,
+                        (long long)src.nparams, epochs);
+        double t0 = cli_now();
+        if (epochs > 0) {
+            gbtd_sgd sgd;
+            gbtd_train_opts to = gbtd_train_opts_default();
+            to.epochs = (int)epochs;
+            to.lr = 0.1;
+            to.seed = o.seed;
+            to.sgd.weight_decay = 5e-4;
+            to.max_steps = steps > 0 ? steps * epochs : 0;
+            to.on_epoch = cru_demo_epoch_;
+            to.ctx = (void *)&q;
+            gbtd_train_state ts = {0, 0, o.seed};
+            rc = gbtd_sgd_init(&sgd, &src, &to.sgd);
+            if (!rc) rc = gbtd_train_run(&src, &sgd, &ts, &r.tr, NULL, &to);
+            gbtd_sgd_free(&sgd);
+            if (rc) {
+                gbtd_net_free(&src);
+                cru_run_free(&r);
+                return cli_fail("demo", rc, "training the source network failed");
+            }
+        }
+        t_train = cli_now() - t0;
+    }
+    if (!q) fprintf(stderr, "[2/4] factoring stages collectively (budget %.0f %%) ...\n", 100 * o.budget);
+    double t0 = cli_now();
+    st = cru_cli_compress_net("demo", &src, &o, &r);
+    if (st) {
+        cru_run_free(&r);
+        return st;
+    }
+    double t_compress = cli_now() - t0 - r.t_eval;
+    if (!q) fprintf(stderr, "[3/4] source top-1 %.2f %%, CRU-Net before fine-tuning %.2f %%\n"
+                    "[4/4] fine-tuning the CRU-Net for %lld epochs ...\n", 100 * r.acc_src,
+                    100 * r.acc_cru, ft_epochs);
+    double acc_ft = r.acc_cru, t_ft = 0, ft_epoch_s = 0;
+    if (ft_epochs > 0) {
+        gbtd_cru_finetune_opts fo = gbtd_cru_finetune_opts_default();
+        const float *m, *s;
+        cru_cli_norm(&r, &m, &s);
+        fo.mean = m;
+        fo.std = s;
+        fo.epochs = (int)ft_epochs;
+        fo.new_first = (int)new_first;
+        fo.max_steps = ft_steps;
+        fo.lr = lr_ft;
+        fo.seed = o.seed;
+        fo.test_limit = o.limit;
+        fo.teacher = distill ? &r.src : NULL;
+        if (!strcmp(o.data, "cifar10")) {
+            fo.crop_pad = 4;
+            fo.flip = true;
+        }
+        fo.on_epoch = cru_demo_ft_epoch_;
+        fo.on_step = cru_demo_step_;
+        fo.ctx = (void *)&q;
+        gbtd_cru_epoch_info ei;
+        t0 = cli_now();
+        rc = gbtd_cru_finetune(&r.cru, &r.tr, &r.te, &fo, &ei);
+        t_ft = cli_now() - t0;
+        if (rc) {
+            cru_run_free(&r);
+            return cli_fail("demo", rc, "fine-tuning failed");
+        }
+        acc_ft = ei.test_top1;
+        ft_epoch_s = ei.seconds;
+    }
+    const double total = cli_now() - t_start;
+    int64_t before = 0, after = 0;
+    for (int s = 0; s < r.nstages; s++) {
+        before += r.st[s].params_before;
+        after += r.st[s].params_after;
+    }
+    if (o.json) {
+        char extra[1024];
+        snprintf(extra, sizeof extra, "\"data\": \"%s\", \"source_spec\": \"%s\", \"top1_finetuned\": %.4f, "
+                 "\"seconds_train\": %.3f, \"seconds_compress\": %.3f, \"seconds_finetune\": %.3f, "
+                 "\"seconds_per_finetune_epoch\": %.3f, \"seconds_total\": %.3f, \"test_images\": %lld",
+                 o.data, spec, 100 * acc_ft, t_train, t_compress, t_ft, ft_epoch_s, total,
+                 (long long)(o.limit < r.te.n ? o.limit : r.te.n));
+        cru_cli_print(&o, &r, weights, NULL, extra);
+    } else {
+        printf("gbtd demo: the CRU pipeline on %s (%lld test images)\n", o.data,
+               (long long)(o.limit < r.te.n ? o.limit : r.te.n));
+        printf("source network: %s\n\n", spec);
+        cru_cli_print(&o, &r, NULL, NULL, NULL);
+        printf("\n%-34s %12s %12s %10s\n", "", "parameters", "test top-1", "time (s)");
+        printf("%-34s %12lld %11.2f%% %10.1f\n", weights ? "source (loaded)" : "source (trained)",
+               (long long)r.src.nparams, 100 * r.acc_src, t_train);
+        printf("%-34s %12lld %11.2f%% %10.1f\n", "CRU-Net before fine-tuning",
+               (long long)r.cru.nparams, 100 * r.acc_cru, t_compress);
+        printf("%-34s %12lld %11.2f%% %10.1f\n", "CRU-Net after fine-tuning",
+               (long long)r.cru.nparams, 100 * acc_ft, t_ft);
+        printf("factored stages: conv parameters %lld -> %lld (%.1f %%); total time %.1f s\n",
+               (long long)before, (long long)after, 100.0 * (double)after / (double)before, total);
+    }
+    cru_run_free(&r);
+    return EXIT_OK;
+}
+
+int cmd_demo(int argc, char **argv)
+{
+    bool tensors = false;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--tensors") || !strcmp(argv[i], "--shape") ||
+            !strcmp(argv[i], "--reps"))
+            tensors = true;
+    if (!tensors) return demo_cru(argc, argv);
+    /* drop --tensors and run the tensor-operations demo */
+    char **args = malloc((size_t)(argc + 1) * sizeof *args);
+    if (!args) return cli_fail("demo", GBTD_ENOMEM, "out of memory");
+    int n = 0;
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--tensors")) args[n++] = argv[i];
+    args[n] = NULL;
+    int st = demo_tensors(n, args);
+    free(args);
+    return st;
 }
