@@ -8,7 +8,7 @@
 #endif
 
 #include "core/blas.h"
-#include "nn/conv_dw.h"
+#include "nn/conv_phase.h"
 #include "nn/gemm_small.h"
 #include "nn/ops_internal.h"
 
@@ -18,6 +18,7 @@ typedef struct conv_plan {
     int direct;    /* 1x1, stride 1, pad 0: the input is its own im2col matrix */
     int depthwise; /* groups == c_in */
     int use_blas;  /* per-group GEMMs large enough for OpenBLAS */
+    int phase_grp; /* grouped through phase planes and implicit-GEMM kernels (conv_phase.c) */
     size_t col_len, per_thread;
 } conv_plan;
 
@@ -36,9 +37,16 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
     p->direct = s->kh == 1 && s->kw == 1 && s->stride == 1 && s->pad == 0;
     p->depthwise = s->groups > 1 && p->cig == 1;
     p->use_blas = s->groups == 1 || (p->cog >= 32 && p->kg >= 32);
+    /* Phase planes + implicit GEMM for grouped convolutions, and for dense ones with up to 64
+     * input channels (measured faster than im2col + OpenBLAS there: 3x at 16 channels, 1.3x at
+     * 64, even at 128); 1x1 stride-1 convolutions stay plain GEMMs. */
+    p->phase_grp = (s->groups > 1 || s->c_in <= 64) && !p->depthwise && !p->direct &&
+                   nn_grp_per_thread(s) > 0;
     p->col_len = (p->direct || p->depthwise) ? 0 : round16((size_t)(p->kg * p->hwo));
     /* Depthwise: the phase-plane kernels' workspace; without it they fall back to direct loops. */
-    p->per_thread = p->depthwise ? nn_dw_per_thread(s) : p->col_len + round16((size_t)p->wcount);
+    p->per_thread = p->depthwise ? nn_dw_per_thread(s)
+                    : p->phase_grp ? nn_grp_per_thread(s)
+                                   : p->col_len + round16((size_t)p->wcount);
     return GBTD_OK;
 }
 
@@ -328,6 +336,10 @@ int gbtd_conv2d_forward(const gbtd_conv2d_shape *s0, const float *x, const float
         return GBTD_OK;
     }
     GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, s->n * s->groups, &nt));
+    if (p.phase_grp) {
+        nn_grp_forward(s, x, wt, b, y, ws, p.per_thread, nt);
+        return GBTD_OK;
+    }
     const int saved = nn_blas_single_begin(nt);
     const int64_t G = s->groups, items = s->n * G;
 #pragma omp parallel num_threads(nt)
@@ -417,6 +429,10 @@ int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const floa
     if (!dx && !dw) return GBTD_OK;
     if (dw_fast) {
         nn_dw_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt);
+        return GBTD_OK;
+    }
+    if (p.phase_grp) {
+        nn_grp_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt);
         return GBTD_OK;
     }
     if (p.depthwise) {

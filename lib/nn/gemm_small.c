@@ -1,4 +1,6 @@
 /* gbtd nn: small-GEMM kernels for grouped convolutions (see gemm_small.h). */
+#include <stdlib.h>
+
 #include "nn/gemm_small.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -132,12 +134,230 @@ __attribute__((target("avx2,fma"))) static void nt_avx2(int64_t M, int64_t N, in
     }
 }
 
+/* One register block of the implicit GEMM: MR rows of C times NV vectors of 8 columns, over all
+ * K1 K2 rows of B. MR and NV are literals at every call (the loops unroll, the accumulators
+ * stay in registers). */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+conv_block(const int MR, const int NV, int64_t K1, int64_t K2, const float *A, int64_t lda,
+           const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc, int beta0)
+{
+    __m256 acc[6][4];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = beta0 ? _mm256_setzero_ps() : _mm256_loadu_ps(C + r * ldc + 8 * v);
+    for (int64_t k1 = 0; k1 < K1; k1++) {
+        const float *bk = B + k1 * bstride, *ak = A + k1 * K2;
+        for (int64_t k2 = 0; k2 < K2; k2++) {
+            const float *b = bk + boff[k2];
+            __m256 bv[4];
+            for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+            for (int r = 0; r < MR; r++) {
+                const __m256 a = _mm256_broadcast_ss(ak + r * lda + k2);
+                for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(a, bv[v], acc[r][v]);
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
+}
+
+#define CONV_BLOCK_FN(MR, NV)                                                                    \
+    __attribute__((target("avx2,fma"))) static void conv_block_##MR##_##NV(                      \
+        int64_t K1, int64_t K2, const float *A, int64_t lda, const float *B, int64_t bstride,    \
+        const int64_t *boff, float *C, int64_t ldc, int beta0)                                   \
+    {                                                                                            \
+        conv_block(MR, NV, K1, K2, A, lda, B, bstride, boff, C, ldc, beta0);                     \
+    }
+#define CONV_BLOCK_ROW(NV)                                                                       \
+    CONV_BLOCK_FN(1, NV) CONV_BLOCK_FN(2, NV) CONV_BLOCK_FN(3, NV) CONV_BLOCK_FN(4, NV)          \
+    CONV_BLOCK_FN(5, NV) CONV_BLOCK_FN(6, NV)
+CONV_BLOCK_ROW(1)
+CONV_BLOCK_ROW(2)
+CONV_BLOCK_ROW(3)
+CONV_BLOCK_ROW(4)
+
+typedef void (*conv_block_fn)(int64_t, int64_t, const float *, int64_t, const float *, int64_t,
+                              const int64_t *, float *, int64_t, int);
+/* conv_blocks[NV - 1][MR - 1] */
+static const conv_block_fn conv_blocks[4][6] = {
+    {conv_block_1_1, conv_block_2_1, conv_block_3_1, conv_block_4_1, conv_block_5_1, conv_block_6_1},
+    {conv_block_1_2, conv_block_2_2, conv_block_3_2, conv_block_4_2, conv_block_5_2, conv_block_6_2},
+    {conv_block_1_3, conv_block_2_3, conv_block_3_3, conv_block_4_3, conv_block_5_3, conv_block_6_3},
+    {conv_block_1_4, conv_block_2_4, conv_block_3_4, conv_block_4_4, conv_block_5_4, conv_block_6_4},
+};
+
+static void conv_nn_generic(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *A,
+                            int64_t lda, const float *B, int64_t bstride, const int64_t *boff,
+                            float *C, int64_t ldc, int beta0);
+
+/* AVX-512 twin of conv_block: vectors of 16 columns, the same register budget in blocks. */
+__attribute__((target("avx512f,avx2,fma"))) static inline __attribute__((always_inline)) void
+conv_block16(const int MR, const int NV, int64_t K1, int64_t K2, const float *A, int64_t lda,
+             const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc,
+             int beta0)
+{
+    __m512 acc[8][3];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = beta0 ? _mm512_setzero_ps() : _mm512_loadu_ps(C + r * ldc + 16 * v);
+    for (int64_t k1 = 0; k1 < K1; k1++) {
+        const float *bk = B + k1 * bstride, *ak = A + k1 * K2;
+        for (int64_t k2 = 0; k2 < K2; k2++) {
+            const float *b = bk + boff[k2];
+            __m512 bv[3];
+            for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+            for (int r = 0; r < MR; r++) {
+                const __m512 a = _mm512_set1_ps(ak[r * lda + k2]);
+                for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
+}
+
+#define CONV_BLOCK16_FN(MR, NV)                                                                  \
+    __attribute__((target("avx512f,avx2,fma"))) static void conv_block16_##MR##_##NV(            \
+        int64_t K1, int64_t K2, const float *A, int64_t lda, const float *B, int64_t bstride,    \
+        const int64_t *boff, float *C, int64_t ldc, int beta0)                                   \
+    {                                                                                            \
+        conv_block16(MR, NV, K1, K2, A, lda, B, bstride, boff, C, ldc, beta0);                   \
+    }
+#define CONV_BLOCK16_ROW(NV)                                                                     \
+    CONV_BLOCK16_FN(1, NV) CONV_BLOCK16_FN(2, NV) CONV_BLOCK16_FN(3, NV) CONV_BLOCK16_FN(4, NV)  \
+    CONV_BLOCK16_FN(5, NV) CONV_BLOCK16_FN(6, NV) CONV_BLOCK16_FN(7, NV) CONV_BLOCK16_FN(8, NV)
+CONV_BLOCK16_ROW(1)
+CONV_BLOCK16_ROW(2)
+CONV_BLOCK16_ROW(3)
+
+/* conv_blocks16[NV - 1][MR - 1] */
+static const conv_block_fn conv_blocks16[3][8] = {
+    {conv_block16_1_1, conv_block16_2_1, conv_block16_3_1, conv_block16_4_1, conv_block16_5_1,
+     conv_block16_6_1, conv_block16_7_1, conv_block16_8_1},
+    {conv_block16_1_2, conv_block16_2_2, conv_block16_3_2, conv_block16_4_2, conv_block16_5_2,
+     conv_block16_6_2, conv_block16_7_2, conv_block16_8_2},
+    {conv_block16_1_3, conv_block16_2_3, conv_block16_3_3, conv_block16_4_3, conv_block16_5_3,
+     conv_block16_6_3, conv_block16_7_3, conv_block16_8_3},
+};
+
+/* Row blocks of at most mrmax rows, as even as possible (32 rows in blocks of 6: 6 6 5 5 5 5). */
+static void row_split(int64_t M, int mrmax, int *nblk, int *base, int *extra)
+{
+    *nblk = (int)((M + mrmax - 1) / mrmax);
+    *base = (int)(M / *nblk);
+    *extra = (int)(M % *nblk); /* the first `extra` blocks get base + 1 rows */
+}
+
+static int use_avx512(void);
+
+static void conv_nn_avx2(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *A,
+                         int64_t lda, const float *B, int64_t bstride, const int64_t *boff,
+                         float *C, int64_t ldc, int beta0)
+{
+    int64_t n0 = 0;
+    if (use_avx512()) {
+        /* blocks of up to 8 rows x 2 vectors of 16 (16 of 32 zmm accumulators), or 4 x 3 */
+        const int mrmax = M >= 5 ? 8 : (int)M, nv = mrmax >= 5 ? 2 : 3;
+        int nblk, base, extra;
+        row_split(M, mrmax, &nblk, &base, &extra);
+        const int64_t nb = 16 * nv, N16 = N - N % 16;
+        for (int v = nv; n0 < N16; n0 += 16 * v) {
+            v = n0 + nb <= N16 ? nv : (int)((N16 - n0) / 16);
+            int64_t m0 = 0;
+            for (int bi = 0; bi < nblk; bi++) {
+                const int r = base + (bi < extra);
+                conv_blocks16[v - 1][r - 1](K1, K2, A + m0 * lda, lda, B + n0, bstride, boff,
+                                            C + m0 * ldc + n0, ldc, beta0);
+                m0 += r;
+            }
+        }
+    }
+    /* AVX2: rows per block and vectors per block, at most 12 accumulators */
+    const int mrmax = M >= 6 ? 6 : (int)M;
+    const int nv = mrmax >= 5 ? 2 : mrmax >= 3 ? 3 : 4;
+    int nblk, base, extra;
+    row_split(M, mrmax, &nblk, &base, &extra);
+    const int64_t nb = 8 * nv, N8 = N - N % 8;
+    for (int v = nv; n0 < N8; n0 += 8 * v) {
+        v = n0 + nb <= N8 ? nv : (int)((N8 - n0) / 8);
+        int64_t m0 = 0;
+        for (int bi = 0; bi < nblk; bi++) {
+            const int r = base + (bi < extra);
+            conv_blocks[v - 1][r - 1](K1, K2, A + m0 * lda, lda, B + n0, bstride, boff,
+                                      C + m0 * ldc + n0, ldc, beta0);
+            m0 += r;
+        }
+    }
+    if (N8 < N)
+        conv_nn_generic(M, N - N8, K1, K2, A, lda, B + N8, bstride, boff, C + N8, ldc, beta0);
+}
+
+__attribute__((target("avx2,fma"))) static void conv_nt_avx2(int64_t M, int64_t N1, int64_t N2,
+                                                              int64_t L, const float *A,
+                                                              int64_t lda, const float *B,
+                                                              int64_t bstride,
+                                                              const int64_t *boff, float *C,
+                                                              int64_t ldc)
+{
+    const int64_t N = N1 * N2, L8 = L - L % 8;
+    for (int64_t n0 = 0; n0 < N; n0 += 3) {
+        const float *bb[3];
+        for (int c = 0; c < 3; c++) {
+            const int64_t n = clamp_row(n0 + c, N - 1);
+            bb[c] = B + (n / N2) * bstride + boff[n % N2];
+        }
+        for (int64_t m0 = 0; m0 < M; m0 += 4) {
+            const float *a[4];
+            for (int r = 0; r < 4; r++) a[r] = A + clamp_row(m0 + r, M - 1) * lda;
+            __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s10 = s00, s11 = s00, s12 = s00;
+            __m256 s20 = s00, s21 = s00, s22 = s00, s30 = s00, s31 = s00, s32 = s00;
+            for (int64_t l = 0; l < L8; l += 8) {
+                const __m256 v0 = _mm256_loadu_ps(bb[0] + l), v1 = _mm256_loadu_ps(bb[1] + l);
+                const __m256 v2 = _mm256_loadu_ps(bb[2] + l);
+                __m256 u = _mm256_loadu_ps(a[0] + l);
+                s00 = _mm256_fmadd_ps(u, v0, s00); s01 = _mm256_fmadd_ps(u, v1, s01); s02 = _mm256_fmadd_ps(u, v2, s02);
+                u = _mm256_loadu_ps(a[1] + l);
+                s10 = _mm256_fmadd_ps(u, v0, s10); s11 = _mm256_fmadd_ps(u, v1, s11); s12 = _mm256_fmadd_ps(u, v2, s12);
+                u = _mm256_loadu_ps(a[2] + l);
+                s20 = _mm256_fmadd_ps(u, v0, s20); s21 = _mm256_fmadd_ps(u, v1, s21); s22 = _mm256_fmadd_ps(u, v2, s22);
+                u = _mm256_loadu_ps(a[3] + l);
+                s30 = _mm256_fmadd_ps(u, v0, s30); s31 = _mm256_fmadd_ps(u, v1, s31); s32 = _mm256_fmadd_ps(u, v2, s32);
+            }
+            float t[4][3] = {{hsum256(s00), hsum256(s01), hsum256(s02)},
+                             {hsum256(s10), hsum256(s11), hsum256(s12)},
+                             {hsum256(s20), hsum256(s21), hsum256(s22)},
+                             {hsum256(s30), hsum256(s31), hsum256(s32)}};
+            for (int r = 0; r < 4 && m0 + r < M; r++)
+                for (int c = 0; c < 3 && n0 + c < N; c++) {
+                    float acc = t[r][c];
+                    for (int64_t l = L8; l < L; l++) acc += a[r][l] * bb[c][l];
+                    C[(m0 + r) * ldc + n0 + c] += acc;
+                }
+        }
+    }
+}
+
+/* AVX-512F kernels: only when the CPU has them, AVX2 is on, and GBTD_NN_NO_AVX512 is unset. */
+static int use_avx512(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        const char *off = getenv("GBTD_NN_NO_AVX512");
+        __builtin_cpu_init();
+        have = nn_have_avx2() && __builtin_cpu_supports("avx512f") &&
+               !(off && off[0] && !(off[0] == '0' && off[1] == 0));
+    }
+    return have;
+}
+
 int nn_have_avx2(void)
 {
     static int have = -1;
     if (have < 0) {
+        const char *off = getenv("GBTD_NN_NO_SIMD");
         __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               !(off && off[0] && !(off[0] == '0' && off[1] == 0));
     }
     return have;
 }
@@ -145,6 +365,66 @@ int nn_have_avx2(void)
 #else
 int nn_have_avx2(void) { return 0; }
 #endif
+
+static void conv_nn_generic(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *A,
+                            int64_t lda, const float *B, int64_t bstride, const int64_t *boff,
+                            float *C, int64_t ldc, int beta0)
+{
+    for (int64_t m = 0; m < M; m++) {
+        float *c = C + m * ldc;
+        if (beta0)
+            for (int64_t n = 0; n < N; n++) c[n] = 0.0f;
+        for (int64_t k1 = 0; k1 < K1; k1++)
+            for (int64_t k2 = 0; k2 < K2; k2++) {
+                const float a = A[m * lda + k1 * K2 + k2];
+                const float *b = B + k1 * bstride + boff[k2];
+                for (int64_t n = 0; n < N; n++) c[n] += a * b[n];
+            }
+    }
+}
+
+static void conv_nt_generic(int64_t M, int64_t N1, int64_t N2, int64_t L, const float *A,
+                            int64_t lda, const float *B, int64_t bstride, const int64_t *boff,
+                            float *C, int64_t ldc)
+{
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n1 = 0; n1 < N1; n1++)
+            for (int64_t n2 = 0; n2 < N2; n2++) {
+                const float *a = A + m * lda, *b = B + n1 * bstride + boff[n2];
+                float acc = 0.0f;
+                for (int64_t l = 0; l < L; l++) acc += a[l] * b[l];
+                C[m * ldc + n1 * N2 + n2] += acc;
+            }
+}
+
+void nn_gemm_conv_nn(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *A, int64_t lda,
+                     const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc,
+                     int beta0)
+{
+    if (M <= 0 || N <= 0) return;
+#ifdef NN_X86
+    if (nn_have_avx2()) {
+        conv_nn_avx2(M, N, K1, K2, A, lda, B, bstride, boff, C, ldc, beta0);
+        return;
+    }
+#endif
+    conv_nn_generic(M, N, K1, K2, A, lda, B, bstride, boff, C, ldc, beta0);
+}
+
+void nn_gemm_conv_nt(int64_t M, int64_t N1, int64_t N2, int64_t L, const float *A, int64_t lda,
+                     const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc)
+{
+    if (M <= 0 || N1 <= 0 || N2 <= 0) return;
+#ifdef NN_X86
+    if (nn_have_avx2()) {
+        /* AVX2 even where AVX-512 exists: with L of a few hundred, the per-output horizontal
+         * sums of 16-wide accumulators cost more than the wider FMAs save (measured). */
+        conv_nt_avx2(M, N1, N2, L, A, lda, B, bstride, boff, C, ldc);
+        return;
+    }
+#endif
+    conv_nt_generic(M, N1, N2, L, A, lda, B, bstride, boff, C, ldc);
+}
 
 void nn_gemm_small_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t ars, int64_t acs,
                       const float *B, int64_t ldb, float *C, int64_t ldc, int beta0)

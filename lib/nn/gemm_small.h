@@ -14,7 +14,19 @@ void nn_gemm_small_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t a
 /* C[M x N] += A B^T, A row-major M x L (row stride lda), B row-major N x L (row stride ldb). */
 void nn_gemm_small_nt(int64_t M, int64_t N, int64_t L, const float *A, int64_t lda,
                       const float *B, int64_t ldb, float *C, int64_t ldc);
-/* True when the AVX2 kernels are in use. */
+/* Implicit-im2col GEMMs for convolutions on padded planes: row k = (k1, k2) of B is the
+ * contiguous vector B + k1 * bstride + boff[k2] (a plane k1 shifted by the offset of tap k2).
+ *   conv_nn: C[M x N] (+)= A B, A(m, k1 K2 + k2) = A[m * lda + k1 * K2 + k2];
+ *   conv_nt: C[m, n1 N2 + n2] += sum_{l < L} A[m * lda + l] B[n1 * bstride + boff[n2] + l].
+ * Register blocks of up to 6 x 16 (6 rows, two AVX2 vectors) or 4 x 24, columns outermost so
+ * that a block of B stays in L1 while every row block of A passes over it. */
+void nn_gemm_conv_nn(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *A, int64_t lda,
+                     const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc,
+                     int beta0);
+void nn_gemm_conv_nt(int64_t M, int64_t N1, int64_t N2, int64_t L, const float *A, int64_t lda,
+                     const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc);
+/* True when the AVX2 kernels are in use: the CPU has AVX2 and FMA and the environment variable
+ * GBTD_NN_NO_SIMD is unset or "0" (set, it selects the portable loops, which the tests run too). */
 int nn_have_avx2(void);
 
 #endif

@@ -374,6 +374,30 @@ static void conv_dw_cases(void)
     conv_vs_ref_ws(gbtd_conv2d_shape_make(2, 6, 14, 14, 6, 3, 1, 1, 6), 0, 0);
 }
 
+/* Grouped and small dense convolutions through phase planes and the implicit-GEMM kernels (row
+ * blocks of 1 to 8, column tails of 8 and fewer), plus a wide dense one left to im2col + BLAS. */
+static void conv_grp_cases(void)
+{
+    typedef struct { int64_t n, ci, h, w, co, k, s, p, g; int bias; } cs;
+    static const cs cases[] = {
+        {2, 16, 14, 14, 16, 3, 1, 1, 4, 1},   /* 4 in / 4 out per group, 14x14 */
+        {1, 24, 15, 13, 24, 3, 2, 1, 3, 0},   /* stride 2, odd sizes, batch 1 */
+        {2, 12, 9, 11, 18, 3, 2, 0, 3, 1},    /* stride 2, padding 0, 4 in / 6 out */
+        {2, 8, 10, 9, 16, 5, 1, 2, 2, 0},     /* 5x5 pad 2, 8 out per group */
+        {2, 6, 11, 10, 6, 3, 3, 1, 2, 1},     /* stride 3 */
+        {2, 14, 7, 8, 28, 3, 1, 1, 2, 0},     /* 7 in / 14 out per group: ragged row blocks */
+        {3, 64, 6, 6, 64, 3, 1, 1, 16, 0},    /* 16 groups */
+        {2, 32, 8, 8, 40, 3, 1, 1, 1, 1},     /* dense 32 > 40 through the phase path */
+        {2, 72, 6, 5, 8, 3, 1, 1, 1, 0},      /* dense, 72 input channels: im2col + BLAS */
+        {2, 8, 5, 5, 8, 1, 2, 0, 2, 1},       /* grouped 1x1 stride 2 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const cs *c = &cases[i];
+        conv_vs_ref(gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g),
+                    c->bias);
+    }
+}
+
 static void conv_fast_cases(void)
 {
     typedef struct { int64_t n, ci, h, w, co, k, s, p, g; int bias; } cs;
@@ -684,7 +708,14 @@ int main(void)
         printf("# threads %d\n", t);
         conv_fast_cases();
         conv_dw_cases();
+        conv_grp_cases();
     }
+    /* more threads than groups: threads split the images with private weight gradients */
+    gbtd_set_threads(4);
+    printf("# threads 4\n");
+    conv_vs_ref(gbtd_conv2d_shape_make(5, 8, 7, 6, 8, 3, 1, 1, 2), 1);
+    conv_vs_ref(gbtd_conv2d_shape_make(3, 6, 9, 9, 8, 3, 2, 1, 1), 0);
+    gbtd_set_threads(2);
     gbtd_bn_shape bss[] = {{4, 3, 49}, {2, 5, 1}, {16, 2, 50}, {3, 4, 196}};
     for (size_t i = 0; i < sizeof bss / sizeof bss[0]; i++) {
         bn_vs_ref(bss[i], 0);

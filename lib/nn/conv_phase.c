@@ -1,11 +1,11 @@
-/* gbtd nn: fast depthwise convolution through phase planes (see conv_dw.h). */
+/* gbtd nn: depthwise and grouped convolution through phase planes (see conv_phase.h). */
 #include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-#include "nn/conv_dw.h"
+#include "nn/conv_phase.h"
 #include "nn/gemm_small.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -27,6 +27,9 @@ typedef struct dw_geom {
     int64_t ph[DW_MAX_TAPS], off[DW_MAX_TAPS]; /* phase and offset of tap (p, q) */
     /* per-thread workspace layout */
     size_t o_y, o_dy, o_dx, o_acc, per_thread;
+    /* grouped layout: cig input and cog output planes per group */
+    int64_t cig, cog, kg;
+    size_t go_y, go_dy, go_dx, go_wt, go_dw, g_per_thread;
 } dw_geom;
 
 static int64_t r8(int64_t v) { return (v + 7) / 8 * 8; }
@@ -65,6 +68,16 @@ static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
     g->o_acc = g->o_dx + (size_t)(g->nph * g->lu);
     /* dw accumulators: DW_BLOCK channels of m * ntaps doubles (plus a float to align them) */
     g->per_thread = (size_t)r8((int64_t)g->o_acc + 2 * DW_BLOCK * g->m * g->ntaps + 1);
+    g->cig = s->c_in / s->groups;
+    g->cog = s->c_out / s->groups;
+    g->kg = g->cig * g->ntaps;
+    g->go_y = (size_t)(g->cig * g->nph * g->lp);
+    g->go_dy = g->go_y + (size_t)(g->cog * g->lout);
+    g->go_dx = g->go_dy + (size_t)(g->cog * g->ldy);
+    g->go_wt = g->go_dx + (size_t)(g->cig * g->nph * g->lu);
+    g->go_dw = g->go_wt + (size_t)r8(g->cog * g->kg);
+    /* a private weight gradient for the whole layer when threads split the images */
+    g->g_per_thread = g->go_dw + (size_t)r8(s->c_out * g->kg);
     return 1;
 }
 
@@ -72,6 +85,12 @@ size_t nn_dw_per_thread(const gbtd_conv2d_shape *s)
 {
     dw_geom g;
     return geom_make(s, &g) ? g.per_thread : 0;
+}
+
+size_t nn_grp_per_thread(const gbtd_conv2d_shape *s)
+{
+    dw_geom g;
+    return geom_make(s, &g) ? g.g_per_thread : 0;
 }
 
 static int thread_id(void)
@@ -566,6 +585,162 @@ void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt,
             if (dw)
                 for (int64_t k = 0; k < (c1 - c0) * g.m * g.ntaps; k++)
                     dw[c0 * g.m * g.ntaps + k] += (float)acc[k];
+        }
+    }
+}
+
+/* ---- grouped --------------------------------------------------------------------------------
+ * One (image, group) item: its cig input planes packed into phase planes; the forward is the
+ * implicit GEMM y_ext (cog x lout) = W_g (cog x cig taps) B, B's row (c, tap) being phase plane
+ * ph(tap) of channel c shifted by off(tap). Backward-weight is the same B against dy_ext;
+ * backward-data, per phase, the GEMM of the transposed weights of the taps of that phase with
+ * dy_ext shifted back by their offsets. */
+
+typedef struct grp_ctx {
+    const gbtd_conv2d_shape *s;
+    dw_geom g;
+    int avx2;
+    int64_t hw, hwo;
+    int64_t boff[DW_MAX_TAPS];  /* forward / dw: offset of tap k inside a channel's phase planes */
+    int64_t dboff[DW_MAX_TAPS]; /* dx: minus the offset of the j-th tap of each phase (in order) */
+    int64_t tap_of[DW_MAX_TAPS], first[DW_MAX_TAPS + 1];
+} grp_ctx;
+
+static void grp_ctx_make(const gbtd_conv2d_shape *s, grp_ctx *c)
+{
+    c->s = s;
+    geom_make(s, &c->g);
+    c->avx2 = nn_have_avx2();
+    c->hw = s->h * s->w;
+    c->hwo = s->h_out * s->w_out;
+    const dw_geom *g = &c->g;
+    for (int64_t k = 0; k < g->ntaps; k++) c->boff[k] = g->ph[k] * g->lp + g->off[k];
+    int64_t n = 0;
+    for (int64_t ph = 0; ph < g->nph; ph++) {
+        c->first[ph] = n;
+        for (int64_t k = 0; k < g->ntaps; k++)
+            if (g->ph[k] == ph) {
+                c->tap_of[n] = k;
+                c->dboff[n] = g->m0 - g->off[k];
+                n++;
+            }
+    }
+    c->first[g->nph] = n;
+}
+
+static void grp_pack_x(const grp_ctx *c, const float *xg, float *P)
+{
+    const dw_geom *g = &c->g;
+    for (int64_t ch = 0; ch < g->cig; ch++) pack_x(c->avx2, g, xg + ch * c->hw, P + ch * g->nph * g->lp);
+}
+
+void nn_grp_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *b,
+                    float *y, float *ws, size_t per_thread, int nt)
+{
+    grp_ctx c;
+    grp_ctx_make(s, &c);
+    const dw_geom *g = &c.g;
+    const int64_t G = s->groups, items = s->n * G;
+#pragma omp parallel num_threads(nt)
+    {
+        float *P = ws + (size_t)thread_id() * per_thread, *Y = P + g->go_y;
+        memset(P, 0, sizeof(float) * g->go_y);
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < items; t++) {
+            const int64_t n = t / G, gi = t % G;
+            grp_pack_x(&c, x + (n * s->c_in + gi * g->cig) * c.hw, P);
+            nn_gemm_conv_nn(g->cog, g->lout, g->cig, g->ntaps, wt + gi * g->cog * g->kg, g->kg, P,
+                            g->nph * g->lp, c.boff, Y, g->lout, 1);
+            for (int64_t o = 0; o < g->cog; o++) {
+                const int64_t oc = gi * g->cog + o;
+                unpack_y(c.avx2, g, Y + o * g->lout, b ? b[oc] : 0.0f, y + (n * s->c_out + oc) * c.hwo);
+            }
+        }
+    }
+}
+
+/* Transposed weights of group gi for backward-data: per phase, WT[c][o ntp + j] = w[o][c][tap_j]. */
+static void grp_weights_t(const grp_ctx *c, const float *wg, float *WT)
+{
+    const dw_geom *g = &c->g;
+    for (int64_t ph = 0; ph < g->nph; ph++) {
+        const int64_t j0 = c->first[ph], ntp = c->first[ph + 1] - j0;
+        float *W = WT + g->cig * g->cog * j0;
+        for (int64_t ch = 0; ch < g->cig; ch++)
+            for (int64_t o = 0; o < g->cog; o++)
+                for (int64_t j = 0; j < ntp; j++)
+                    W[(ch * g->cog + o) * ntp + j] = wg[o * g->kg + ch * g->ntaps + c->tap_of[j0 + j]];
+    }
+}
+
+static void grp_bwd_item(const grp_ctx *c, int64_t n, int64_t gi, const float *x, const float *wt,
+                         const float *dy, float *dx, float *dw, float *P, int wt_ready)
+{
+    const gbtd_conv2d_shape *s = c->s;
+    const dw_geom *g = &c->g;
+    float *D = P + g->go_dy, *DX = P + g->go_dx, *WT = P + g->go_wt;
+    for (int64_t o = 0; o < g->cog; o++)
+        pack_dy(c->avx2, g, dy + (n * s->c_out + gi * g->cog + o) * c->hwo, D + o * g->ldy);
+    if (dw) {
+        grp_pack_x(c, x + (n * s->c_in + gi * g->cig) * c->hw, P);
+        nn_gemm_conv_nt(g->cog, g->cig, g->ntaps, g->lout, D + g->m0, g->ldy, P, g->nph * g->lp,
+                        c->boff, dw + gi * g->cog * g->kg, g->kg);
+    }
+    if (dx) {
+        if (!wt_ready) grp_weights_t(c, wt + gi * g->cog * g->kg, WT);
+        for (int64_t ph = 0; ph < g->nph; ph++) {
+            const int64_t j0 = c->first[ph], ntp = c->first[ph + 1] - j0;
+            if (ntp == 0) {
+                for (int64_t ch = 0; ch < g->cig; ch++)
+                    memset(DX + (ch * g->nph + ph) * g->lu, 0, sizeof(float) * (size_t)g->lu);
+                continue;
+            }
+            nn_gemm_conv_nn(g->cig, g->lu, g->cog, ntp, WT + g->cig * g->cog * j0, g->cog * ntp, D,
+                            g->ldy, c->dboff + j0, DX + ph * g->lu, g->nph * g->lu, 1);
+        }
+        float *dxg = dx + (n * s->c_in + gi * g->cig) * c->hw;
+        for (int64_t ch = 0; ch < g->cig; ch++)
+            unpack_dx_add(c->avx2, g, DX + ch * g->nph * g->lu, dxg + ch * c->hw);
+    }
+}
+
+void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
+                     float *dx, float *dw, float *ws, size_t per_thread, int nt)
+{
+    grp_ctx c;
+    grp_ctx_make(s, &c);
+    const dw_geom *g = &c.g;
+    const int64_t G = s->groups, wcount = s->c_out * g->kg;
+    if (G >= nt) {
+        /* Threads own whole groups: their weight gradients and input channels are their own. */
+#pragma omp parallel num_threads(nt)
+        {
+            float *P = ws + (size_t)thread_id() * per_thread;
+            memset(P, 0, sizeof(float) * g->go_wt);
+#pragma omp for schedule(static)
+            for (int64_t gi = 0; gi < G; gi++)
+                for (int64_t n = 0; n < s->n; n++)
+                    grp_bwd_item(&c, n, gi, x, wt, dy, dx, dw, P, n > 0);
+        }
+        return;
+    }
+    /* Threads split the images, each with a private weight gradient, summed after. */
+#pragma omp parallel num_threads(nt)
+    {
+        float *P = ws + (size_t)thread_id() * per_thread, *dwp = dw ? P + g->go_dw : NULL;
+        memset(P, 0, sizeof(float) * g->go_wt);
+        if (dwp) memset(dwp, 0, sizeof(float) * (size_t)wcount);
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < s->n; n++)
+            for (int64_t gi = 0; gi < G; gi++) grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwp, P, 0);
+    }
+    if (dw) {
+        /* threads that got no images left their (zeroed) buffers untouched */
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t k = 0; k < wcount; k++) {
+            float acc = 0.0f;
+            for (int t = 0; t < nt; t++) acc += ws[(size_t)t * per_thread + g->go_dw + (size_t)k];
+            dw[k] += acc;
         }
     }
 }

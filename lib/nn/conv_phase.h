@@ -1,11 +1,13 @@
-/* gbtd nn: fast depthwise convolution (groups == c_in, any channel multiplier), internal.
+/* gbtd nn: fast depthwise (groups == c_in, any channel multiplier) and grouped convolution,
+ * internal.
  *
  * Each (image, input channel) plane is copied into a zero-padded buffer split into stride x stride
  * phase planes (phase (a, b) holds the padded input at rows s r + a, columns s c + b). In phase
  * coordinates every tap (p, q) of the kernel becomes one constant offset, so an output plane laid
  * out with the phase row width Ws ("extended": the columns past w_out are scratch) is a sum of
  * kh kw shifted copies of contiguous vectors, computed in registers. Backward-data is the
- * transposed gather per phase, backward-weight one dot product per tap. */
+ * transposed gather per phase, backward-weight one dot product per tap. Grouped convolutions use
+ * the same planes as the B operand of an implicit GEMM (no im2col copy): see nn_gemm_conv_nn. */
 #ifndef GBTD_NN_CONV_DW_H
 #define GBTD_NN_CONV_DW_H
 
@@ -23,5 +25,14 @@ void nn_dw_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, 
 /* dx += conv^T(dy), dw += dy (*) x (either may be NULL) on nt threads. */
 void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
                     float *dx, float *dw, float *ws, size_t per_thread, int nt);
+
+/* Grouped (1 < groups < c_in): floats of workspace per thread, 0 if not handled. */
+size_t nn_grp_per_thread(const gbtd_conv2d_shape *s);
+void nn_grp_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *b,
+                    float *y, float *ws, size_t per_thread, int nt);
+/* When nt > groups the threads split the images: nt private weight gradients live in ws and
+ * are summed into dw at the end. */
+void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
+                     float *dx, float *dw, float *ws, size_t per_thread, int nt);
 
 #endif
