@@ -39,6 +39,7 @@ int cmd_arch(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_decompose(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);

@@ -13,8 +13,10 @@ static void usage_(FILE *f)
 {
     fprintf(f,
             "usage: gbtd eval FILE --data fashion-mnist|cifar10 [options]\n"
-            "FILE is a gbtd checkpoint (.h5, the network is read from it) or a safetensors file\n"
-            "with PyTorch state_dict names (give the network with --arch SPEC).\n"
+            "FILE is a gbtd checkpoint (.h5, the network is read from it) or any weights file\n"
+            "whose network gbtd recognises (gbtd info FILE shows it: torchvision/timm or CIFAR\n"
+            "ResNets, Keras ResNet50, gbtd exports); --arch SPEC forces a network on a\n"
+            "safetensors file with PyTorch state_dict names.\n"
             "  --data-dir DIR    data folder        --arch SPEC   network of a safetensors file\n"
             "  --norm N          data (default: the data set's mean/std) or imagenet\n"
             "                    (mean 0.485 0.456 0.406, std 0.229 0.224 0.225)\n"
@@ -62,28 +64,33 @@ int cmd_eval(int argc, char **argv)
     gbtd_file_format fmt;
     int rc = gbtd_file_format_detect(file, &fmt);
     if (rc) return cli_fail("eval", rc, "cannot read the weights");
-    if (fmt != GBTD_FORMAT_HDF5 && fmt != GBTD_FORMAT_SAFETENSORS)
-        return cli_usage_error("eval", "%s: %s files hold no network (a gbtd .h5 checkpoint or "
-                               "safetensors)", file, gbtd_file_format_name(fmt));
-    if (fmt == GBTD_FORMAT_SAFETENSORS && !arch)
-        return cli_usage_error("eval", "%s is safetensors: give the network with --arch SPEC",
-                               file);
+    if (fmt == GBTD_FORMAT_NPY || fmt == GBTD_FORMAT_UNKNOWN)
+        return cli_usage_error("eval", "%s: %s files hold no network (a gbtd .h5 checkpoint, "
+                               "safetensors, .npz or HDF5 weights)", file, gbtd_file_format_name(fmt));
     gbtd_dataset te;
     rc = nn_cli_load_data("eval", data, dir, NULL, &te);
     if (rc) return rc;
     if (limit > 0 && limit < te.n) gbtd_dataset_truncate(&te, limit);
     char spec[256], full[256];
     rc = GBTD_OK;
-    if (fmt == GBTD_FORMAT_HDF5) rc = gbtd_checkpoint_spec(file, spec, sizeof spec);
-    else snprintf(spec, sizeof spec, "%s", arch);
+    /* without --arch, any weights file whose network gbtd recognises (lib/models) */
+    bool ckpt = fmt == GBTD_FORMAT_HDF5 && gbtd_checkpoint_spec(file, spec, sizeof spec) == GBTD_OK;
+    bool recognise = !ckpt && !arch;
+    if (!ckpt && arch) snprintf(spec, sizeof spec, "%s", arch);
     gbtd_net net;
     memset(&net, 0, sizeof net);
-    if (!rc) {
+    if (recognise) {
+        gbtd_model_opts mo = {te.c, te.h, te.w};
+        rc = gbtd_model_load(file, &mo, &net, NULL);
+        snprintf(full, sizeof full, "%s", net.spec);
+    } else if (!ckpt && fmt != GBTD_FORMAT_SAFETENSORS) {
+        rc = gbtd_error(GBTD_EINVAL, "%s: --arch is for safetensors files", file);
+    } else {
         nn_cli_spec_for_data(spec, &te, full, sizeof full);
         rc = gbtd_net_from_spec(full, &net);
     }
-    if (!rc) rc = fmt == GBTD_FORMAT_HDF5 ? gbtd_checkpoint_load(file, &net, NULL, NULL)
-                                          : gbtd_net_load_safetensors(&net, file);
+    if (!rc && !recognise) rc = ckpt ? gbtd_checkpoint_load(file, &net, NULL, NULL)
+                                     : gbtd_net_load_safetensors(&net, file);
     gbtd_eval_result r;
     memset(&r, 0, sizeof r);
     const float in_m[3] = {0.485f, 0.456f, 0.406f}, in_s[3] = {0.229f, 0.224f, 0.225f};

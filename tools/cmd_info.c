@@ -4,12 +4,15 @@
 
 #include "cli.h"
 #include "gbtd.h"
+#include "models_cli.h"
 
 static void info_help(FILE *f)
 {
     fprintf(f, "usage: gbtd info [--json] FILE\n\n"
                "Lists the tensors of FILE (HDF5 .h5, NumPy .npy/.npz, safetensors; the format is\n"
-               "recognised from the contents): name, shape, dtype and size in bytes.\n\n"
+               "recognised from the contents): name, shape, dtype and size in bytes; then the\n"
+               "network they hold (layout, stages, units, widths, groups, parameters) or why no\n"
+               "known layout (torchvision/timm, CIFAR, Keras ResNet, gbtd) matched.\n\n"
                "  --json   one JSON object on stdout instead of the table\n"
                "  --help   this text\n\n"
                "Exit status: 0 listed, 2 bad usage or a file that cannot be read (one line on\n"
@@ -72,7 +75,9 @@ int cmd_info(int argc, char **argv)
             cli_json_string(stdout, d->dtype_str);
             printf(", \"bytes\": %lld}", (long long)d->bytes);
         }
-        printf("]}\n");
+        printf("]");
+        if (fmt != GBTD_FORMAT_NPY) models_cli_report(stdout, path, true);
+        printf("}\n");
     } else {
         printf("%s: %s, %d tensor%s, %lld bytes\n", path, gbtd_file_format_name(fmt), l.count,
                l.count == 1 ? "" : "s", (long long)total);
@@ -89,6 +94,7 @@ int cmd_info(int argc, char **argv)
             shape_text(d, sh, sizeof sh);
             printf("  %-*s  %-22s  %-9s  %lld\n", w, d->name, sh, d->dtype_str, (long long)d->bytes);
         }
+        if (fmt != GBTD_FORMAT_NPY) models_cli_report(stdout, path, false);
     }
     gbtd_tensor_desc_list_free(&l);
     return EXIT_OK;

@@ -20,7 +20,8 @@ static const struct command commands[] = {
     {"demo", cmd_demo, "run the main job on the default data and print its table"},
     {"eval", cmd_eval, "top-1/top-5, loss and confusion matrix of a trained network"},
     {"finetune", cmd_finetune, "fine-tune a CRU-Net (new layers first, distillation)"},
-    {"info", cmd_info, "list the tensors in an .h5 / .npy file"},
+    {"export", cmd_export, "write a recognised network as safetensors for PyTorch"},
+    {"info", cmd_info, "list the tensors of a file and the network they hold"},
     {"sweep", cmd_sweep, "kernel error per (terms, rank) of a stage at fixed budgets"},
     {"train", cmd_train, "train a network on Fashion-MNIST or CIFAR-10 (SGD, checkpoints)"},
 };
