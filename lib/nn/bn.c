@@ -2,10 +2,16 @@
  * over channels. Plane sums use eight float partial sums (vectorisable) added into doubles. */
 #include <math.h>
 
+#include "nn/gemm_small.h"
 #include "nn/ops_internal.h"
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define BN_X86 1
+#include <immintrin.h>
+#endif
+
 /* Eight-way partial sums let the compiler vectorise reductions without -ffast-math. */
-static float plane_sum(const float *x, int64_t len)
+static float plane_sum_generic(const float *x, int64_t len)
 {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
@@ -16,7 +22,7 @@ static float plane_sum(const float *x, int64_t len)
     return t;
 }
 
-static float plane_sq_dev(const float *x, int64_t len, float mu)
+static float plane_sq_dev_generic(const float *x, int64_t len, float mu)
 {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
@@ -31,15 +37,17 @@ static float plane_sq_dev(const float *x, int64_t len, float mu)
 }
 
 /* Sums of dy and dy (x - mu) over one plane; dy masked by y > 0 when y is given. */
-static void plane_bwd_sums(const float *x, const float *y, const float *dy, int64_t len, float mu,
-                           double *sdy, double *sdyx)
+static void plane_bwd_sums_generic(const float *x, const float *y, const float *dy, int64_t len,
+                                   float mu, double *sdy, double *sdyx)
 {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
     if (y) {
         for (; i + 8 <= len; i += 8)
             for (int j = 0; j < 8; j++) {
-                const float g = y[i + j] > 0.0f ? dy[i + j] : 0.0f;
+                /* both loads unconditional, so the select vectorises (a blend, no branch) */
+                const float d = dy[i + j], yv = y[i + j];
+                const float g = yv > 0.0f ? d : 0.0f;
                 a[j] += g;
                 b[j] += g * (x[i + j] - mu);
             }
@@ -61,7 +69,8 @@ static void plane_bwd_sums(const float *x, const float *y, const float *dy, int6
     *sdyx += tb;
 }
 
-static void apply(const float *x, float *y, int64_t len, float scale, float shift, int relu)
+static void apply_generic(const float *x, float *y, int64_t len, float scale, float shift,
+                          int relu)
 {
     if (relu)
         for (int64_t i = 0; i < len; i++) {
@@ -70,6 +79,166 @@ static void apply(const float *x, float *y, int64_t len, float scale, float shif
         }
     else
         for (int64_t i = 0; i < len; i++) y[i] = x[i] * scale + shift;
+}
+
+/* dx += a dy' + bx (x - mu) + k, dy' = dy masked by y > 0 when y is given. */
+static void plane_dx_generic(const float *xs, const float *ys, const float *ds, float *o,
+                             int64_t len, float mu, float a, float bx, float k)
+{
+    if (ys) {
+        for (int64_t i = 0; i < len; i++) {
+            const float d = ds[i], yv = ys[i];
+            const float gd = yv > 0.0f ? d : 0.0f;
+            o[i] += a * gd + bx * (xs[i] - mu) + k;
+        }
+    } else {
+        for (int64_t i = 0; i < len; i++) o[i] += a * ds[i] + bx * (xs[i] - mu) + k;
+    }
+}
+
+#ifdef BN_X86
+/* AVX2 twins: eight lanes summed in the same order as the portable eight-way partial sums. */
+__attribute__((target("avx2,fma"))) static float lanes_sum(__m256 v)
+{
+    float a[8];
+    _mm256_storeu_ps(a, v);
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+__attribute__((target("avx2,fma"))) static float plane_sum_avx2(const float *x, int64_t len)
+{
+    __m256 a = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    float t = lanes_sum(a);
+    for (; i < len; i++) t += x[i];
+    return t;
+}
+
+__attribute__((target("avx2,fma"))) static float plane_sq_dev_avx2(const float *x, int64_t len,
+                                                                    float mu)
+{
+    const __m256 m = _mm256_set1_ps(mu);
+    __m256 a = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), m);
+        a = _mm256_fmadd_ps(d, d, a);
+    }
+    float t = lanes_sum(a);
+    for (; i < len; i++) t += (x[i] - mu) * (x[i] - mu);
+    return t;
+}
+
+__attribute__((target("avx2,fma"))) static void plane_bwd_sums_avx2(const float *x,
+                                                                     const float *y,
+                                                                     const float *dy,
+                                                                     int64_t len, float mu,
+                                                                     double *sdy, double *sdyx)
+{
+    const __m256 m = _mm256_set1_ps(mu), z = _mm256_setzero_ps();
+    __m256 a = z, b = z;
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        __m256 g = _mm256_loadu_ps(dy + i);
+        if (y) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(y + i), z, _CMP_GT_OQ));
+        a = _mm256_add_ps(a, g);
+        b = _mm256_fmadd_ps(g, _mm256_sub_ps(_mm256_loadu_ps(x + i), m), b);
+    }
+    float ta = lanes_sum(a), tb = lanes_sum(b);
+    for (; i < len; i++) {
+        const float g = (!y || y[i] > 0.0f) ? dy[i] : 0.0f;
+        ta += g;
+        tb += g * (x[i] - mu);
+    }
+    *sdy += ta;
+    *sdyx += tb;
+}
+
+__attribute__((target("avx2,fma"))) static void apply_avx2(const float *x, float *y, int64_t len,
+                                                            float scale, float shift, int relu)
+{
+    const __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), z = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), sc, sh);
+        if (relu) v = _mm256_max_ps(v, z);
+        _mm256_storeu_ps(y + i, v);
+    }
+    for (; i < len; i++) {
+        const float v = x[i] * scale + shift;
+        y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, const float *ys,
+                                                               const float *ds, float *o,
+                                                               int64_t len, float mu, float a,
+                                                               float bx, float k)
+{
+    const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(bx), vk = _mm256_set1_ps(k);
+    const __m256 m = _mm256_set1_ps(mu), z = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        __m256 g = _mm256_loadu_ps(ds + i);
+        if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys + i), z, _CMP_GT_OQ));
+        __m256 v = _mm256_fmadd_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs + i), m), vk);
+        v = _mm256_fmadd_ps(va, g, v);
+        _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), v));
+    }
+    if (i < len) plane_dx_generic(xs + i, ys ? ys + i : NULL, ds + i, o + i, len - i, mu, a, bx, k);
+}
+#endif
+
+static float plane_sum(const float *x, int64_t len)
+{
+#ifdef BN_X86
+    if (nn_have_avx2()) return plane_sum_avx2(x, len);
+#endif
+    return plane_sum_generic(x, len);
+}
+
+static float plane_sq_dev(const float *x, int64_t len, float mu)
+{
+#ifdef BN_X86
+    if (nn_have_avx2()) return plane_sq_dev_avx2(x, len, mu);
+#endif
+    return plane_sq_dev_generic(x, len, mu);
+}
+
+static void plane_bwd_sums(const float *x, const float *y, const float *dy, int64_t len, float mu,
+                           double *sdy, double *sdyx)
+{
+#ifdef BN_X86
+    if (nn_have_avx2()) {
+        plane_bwd_sums_avx2(x, y, dy, len, mu, sdy, sdyx);
+        return;
+    }
+#endif
+    plane_bwd_sums_generic(x, y, dy, len, mu, sdy, sdyx);
+}
+
+static void apply(const float *x, float *y, int64_t len, float scale, float shift, int relu)
+{
+#ifdef BN_X86
+    if (nn_have_avx2()) {
+        apply_avx2(x, y, len, scale, shift, relu);
+        return;
+    }
+#endif
+    apply_generic(x, y, len, scale, shift, relu);
+}
+
+static void plane_dx(const float *xs, const float *ys, const float *ds, float *o, int64_t len,
+                     float mu, float a, float bx, float k)
+{
+#ifdef BN_X86
+    if (nn_have_avx2()) {
+        plane_dx_avx2(xs, ys, ds, o, len, mu, a, bx, k);
+        return;
+    }
+#endif
+    plane_dx_generic(xs, ys, ds, o, len, mu, a, bx, k);
 }
 
 static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
@@ -162,17 +331,7 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         const float k = (float)(-g * r * sdy / m);
         for (int64_t n = 0; n < N; n++) {
             const int64_t off = (n * C + c) * HW;
-            const float *xs = x + off, *ds = dy + off;
-            float *o = dx + off;
-            if (y) {
-                const float *ys = y + off;
-                for (int64_t i = 0; i < HW; i++) {
-                    const float gd = ys[i] > 0.0f ? ds[i] : 0.0f;
-                    o[i] += a * gd + bx * (xs[i] - mu) + k;
-                }
-            } else {
-                for (int64_t i = 0; i < HW; i++) o[i] += a * ds[i] + bx * (xs[i] - mu) + k;
-            }
+            plane_dx(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mu, a, bx, k);
         }
     }
     return GBTD_OK;
