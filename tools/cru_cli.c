@@ -203,8 +203,9 @@ int cru_cli_compress(const char *cmd, const char *file, const cru_cli_opts *o, c
     }
     r->imnet = o->norm ? !strcmp(o->norm, "imagenet") : fmt == GBTD_FORMAT_SAFETENSORS;
     gbtd_net src;
-    rc = gbtd_cru_load_net(file, r->have_data ? r->te.c : 0, r->have_data ? r->te.h : 0,
-                           r->have_data ? r->te.w : 0, &src);
+    /* safetensors files hold CIFAR networks (3 x 32 x 32); a data set of another image size
+     * is then refused by the shape check below, naming both */
+    rc = gbtd_cru_load_net(file, 0, 0, 0, &src);
     if (rc) {
         cru_run_free(r);
         return cli_fail(cmd, rc, "cannot load the network");
