@@ -80,7 +80,7 @@ int cmd_eval(int argc, char **argv)
     gbtd_net net;
     memset(&net, 0, sizeof net);
     if (recognise) {
-        gbtd_model_opts mo = {te.c, te.h, te.w};
+        gbtd_model_opts mo = {te.c, te.h, te.w, true};
         rc = gbtd_model_load(file, &mo, &net, NULL);
         snprintf(full, sizeof full, "%s", net.spec);
     } else if (!ckpt && fmt != GBTD_FORMAT_SAFETENSORS) {

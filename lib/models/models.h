@@ -82,6 +82,8 @@ int gbtd_model_recognize(const gbtd_tensor_set *s, const char *what, gbtd_model_
 typedef struct gbtd_model_opts {
     int in_c, in_h, in_w; /* input image shape; 0 keeps the layout's (3x224x224 ImageNet,
                              3x32x32 CIFAR, the spec's for gbtd files) */
+    bool no_init;         /* false: parameters initialised as gbtd_net_finalize does; true:
+                             left unset (for gbtd_model_assign to fill; gbtd_model_load) */
 } gbtd_model_opts;
 gbtd_model_opts gbtd_model_opts_default(void);
 
