@@ -229,6 +229,7 @@ static void test_lossless_net(void)
                  "input rank above C_in refused");
     gbtd_cru_stage bad;
     CHECK_STATUS(gbtd_cru_stage_find(&src, 7, &bad), GBTD_ENOTFOUND, "stage that does not exist");
+    gbtd_net_free(&back);
     CHECK_STATUS(gbtd_cru_net_from_spec("resnet-20:input=3x8x8|1,x", &back), GBTD_EINVAL, "bad CRU spec");
     /* groups of 2: three groups with their own shared layers */
     o.groups_of = 2;
