@@ -29,7 +29,7 @@ typedef struct dw_geom {
     size_t o_y, o_dy, o_dx, o_acc, per_thread;
     /* grouped layout: cig input and cog output planes per group */
     int64_t cig, cog, kg;
-    size_t go_y, go_dy, go_dx, go_wt, go_dw, g_per_thread;
+    size_t go_y, go_dy, go_dx, go_wt, go_dyt, go_dwt, go_dw, g_per_thread;
 } dw_geom;
 
 static int64_t r8(int64_t v) { return (v + 7) / 8 * 8; }
@@ -75,7 +75,9 @@ static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
     g->go_dy = g->go_y + (size_t)(g->cog * g->lout);
     g->go_dx = g->go_dy + (size_t)(g->cog * g->ldy);
     g->go_wt = g->go_dx + (size_t)(g->cig * g->nph * g->lu);
-    g->go_dw = g->go_wt + (size_t)r8(g->cog * g->kg);
+    g->go_dyt = g->go_wt + (size_t)r8(g->cog * g->kg);
+    g->go_dwt = g->go_dyt + (size_t)(g->lout * g->cog);
+    g->go_dw = g->go_dwt + (size_t)r8(g->cog * g->kg);
     /* a private weight gradient for the whole layer when threads split the images */
     g->g_per_thread = g->go_dw + (size_t)r8(s->c_out * g->kg);
     return 1;
@@ -491,7 +493,9 @@ void nn_dw_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, 
         memset(P, 0, sizeof(float) * g.o_dy);
         const float *base[DW_MAX_TAPS];
         for (int64_t k = 0; k < g.ntaps; k++) base[k] = P + g.ph[k] * g.lp + g.off[k];
-#pragma omp for schedule(static)
+        /* dynamic: items write disjoint outputs, so the schedule never changes the result, and a
+         * thread that the OS deschedules (shared machines) does not hold the others back */
+#pragma omp for schedule(dynamic, 16)
         for (int64_t t = 0; t < items; t++) {
             const int64_t n = t / C, ci = t % C;
             if (t + 2 < items) prefetch_plane(x + (t + 2) * hw, hw, 0);
@@ -545,7 +549,7 @@ void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt,
          * over the images in the same order whatever the thread count); inside a block the
          * planes of one image are contiguous in memory, which the prefetchers follow. */
         const int64_t nblk = (C + cb - 1) / cb;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t blk = 0; blk < nblk; blk++) {
             const int64_t c0 = blk * cb, c1 = c0 + cb < C ? c0 + cb : C;
             if (dw)
@@ -604,6 +608,9 @@ typedef struct grp_ctx {
     int64_t boff[DW_MAX_TAPS];  /* forward / dw: offset of tap k inside a channel's phase planes */
     int64_t dboff[DW_MAX_TAPS]; /* dx: minus the offset of the j-th tap of each phase (in order) */
     int64_t tap_of[DW_MAX_TAPS], first[DW_MAX_TAPS + 1];
+    /* weight gradient as dwT (cig taps x cog) += planes x dy^T when cog is a multiple of 8 (no
+     * horizontal sums); otherwise dw += dy x planes^T with sums per output */
+    int tn;
 } grp_ctx;
 
 static void grp_ctx_make(const gbtd_conv2d_shape *s, grp_ctx *c)
@@ -626,6 +633,7 @@ static void grp_ctx_make(const gbtd_conv2d_shape *s, grp_ctx *c)
             }
     }
     c->first[g->nph] = n;
+    c->tn = g->cog % 8 == 0;
 }
 
 static void grp_pack_x(const grp_ctx *c, const float *xg, float *P)
@@ -645,7 +653,7 @@ void nn_grp_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt,
     {
         float *P = ws + (size_t)thread_id() * per_thread, *Y = P + g->go_y;
         memset(P, 0, sizeof(float) * g->go_y);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 2)
         for (int64_t t = 0; t < items; t++) {
             const int64_t n = t / G, gi = t % G;
             grp_pack_x(&c, x + (n * s->c_in + gi * g->cig) * c.hw, P);
@@ -673,18 +681,34 @@ static void grp_weights_t(const grp_ctx *c, const float *wg, float *WT)
     }
 }
 
+/* dw: with c->tn, the transposed accumulator (kg x cog) of group gi; else dw itself. */
 static void grp_bwd_item(const grp_ctx *c, int64_t n, int64_t gi, const float *x, const float *wt,
                          const float *dy, float *dx, float *dw, float *P, int wt_ready)
 {
     const gbtd_conv2d_shape *s = c->s;
     const dw_geom *g = &c->g;
-    float *D = P + g->go_dy, *DX = P + g->go_dx, *WT = P + g->go_wt;
-    for (int64_t o = 0; o < g->cog; o++)
-        pack_dy(c->avx2, g, dy + (n * s->c_out + gi * g->cog + o) * c->hwo, D + o * g->ldy);
+    float *D = P + g->go_dy, *DX = P + g->go_dx, *WT = P + g->go_wt, *DYT = P + g->go_dyt;
+    const float *dyg = dy + (n * s->c_out + gi * g->cog) * c->hwo;
+    if (dx || !c->tn)
+        for (int64_t o = 0; o < g->cog; o++)
+            pack_dy(c->avx2, g, dyg + o * c->hwo, D + o * g->ldy);
     if (dw) {
         grp_pack_x(c, x + (n * s->c_in + gi * g->cig) * c->hw, P);
-        nn_gemm_conv_nt(g->cog, g->cig, g->ntaps, g->lout, D + g->m0, g->ldy, P, g->nph * g->lp,
-                        c->boff, dw + gi * g->cog * g->kg, g->kg);
+        if (c->tn) {
+            /* dy transposed to (pixel of the extended plane, output channel); the scratch
+             * columns j >= w_out and rows past h_out stay zero from the initial memset */
+            for (int64_t o = 0; o < g->cog; o++)
+                for (int64_t i = 0; i < g->ho; i++) {
+                    const float *src = dyg + o * c->hwo + i * g->wo;
+                    float *dst = DYT + i * g->ws * g->cog + o;
+                    for (int64_t j = 0; j < g->wo; j++) dst[j * g->cog] = src[j];
+                }
+            nn_gemm_conv_tn(g->cig, g->ntaps, g->cog, g->lout, P, g->nph * g->lp, c->boff, DYT,
+                            g->cog, dw, g->cog);
+        } else {
+            nn_gemm_conv_nt(g->cog, g->cig, g->ntaps, g->lout, D + g->m0, g->ldy, P,
+                            g->nph * g->lp, c->boff, dw + gi * g->cog * g->kg, g->kg);
+        }
     }
     if (dx) {
         if (!wt_ready) grp_weights_t(c, wt + gi * g->cog * g->kg, WT);
@@ -711,35 +735,52 @@ void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt
     grp_ctx_make(s, &c);
     const dw_geom *g = &c.g;
     const int64_t G = s->groups, wcount = s->c_out * g->kg;
+    const int64_t gw = g->cog * g->kg; /* weights per group */
     if (G >= nt) {
-        /* Threads own whole groups: their weight gradients and input channels are their own. */
+        /* Threads own whole groups: their weight gradients and input channels are their own
+         * (dynamic schedule: a descheduled thread does not hold the others back; the sums of
+         * one group still run over the images in order, so the result does not change). */
 #pragma omp parallel num_threads(nt)
         {
-            float *P = ws + (size_t)thread_id() * per_thread;
-            memset(P, 0, sizeof(float) * g->go_wt);
-#pragma omp for schedule(static)
-            for (int64_t gi = 0; gi < G; gi++)
+            float *P = ws + (size_t)thread_id() * per_thread, *DWT = P + g->go_dwt;
+            memset(P, 0, sizeof(float) * g->go_dwt);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t gi = 0; gi < G; gi++) {
+                if (dw && c.tn) memset(DWT, 0, sizeof(float) * (size_t)gw);
+                float *dwg = !dw ? NULL : c.tn ? DWT : dw;
                 for (int64_t n = 0; n < s->n; n++)
-                    grp_bwd_item(&c, n, gi, x, wt, dy, dx, dw, P, n > 0);
+                    grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwg, P, n > 0);
+                if (dw && c.tn) {
+                    float *d = dw + gi * gw;
+                    for (int64_t o = 0; o < g->cog; o++)
+                        for (int64_t m = 0; m < g->kg; m++) d[o * g->kg + m] += DWT[m * g->cog + o];
+                }
+            }
         }
         return;
     }
     /* Threads split the images, each with a private weight gradient, summed after. */
 #pragma omp parallel num_threads(nt)
     {
+        /* private gradients: per group, transposed (kg x cog) with c.tn, else as dw */
         float *P = ws + (size_t)thread_id() * per_thread, *dwp = dw ? P + g->go_dw : NULL;
-        memset(P, 0, sizeof(float) * g->go_wt);
+        memset(P, 0, sizeof(float) * g->go_dwt);
         if (dwp) memset(dwp, 0, sizeof(float) * (size_t)wcount);
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < s->n; n++)
-            for (int64_t gi = 0; gi < G; gi++) grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwp, P, 0);
+            for (int64_t gi = 0; gi < G; gi++)
+                grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwp ? (c.tn ? dwp + gi * gw : dwp) : NULL,
+                             P, 0);
     }
     if (dw) {
         /* threads that got no images left their (zeroed) buffers untouched */
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t k = 0; k < wcount; k++) {
+            /* k indexes dw (group, o, m); the private buffers may hold (group, m, o) */
+            const int64_t gi = k / gw, o = (k % gw) / g->kg, m = k % g->kg;
+            const size_t kp = (size_t)(c.tn ? gi * gw + m * g->cog + o : k);
             float acc = 0.0f;
-            for (int t = 0; t < nt; t++) acc += ws[(size_t)t * per_thread + g->go_dw + (size_t)k];
+            for (int t = 0; t < nt; t++) acc += ws[(size_t)t * per_thread + g->go_dw + kp];
             dw[k] += acc;
         }
     }

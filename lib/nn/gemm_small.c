@@ -350,6 +350,105 @@ static int use_avx512(void)
     return have;
 }
 
+/* conv_tn register blocks: MR rows (each its own pointer into the planes) x NV vectors. */
+__attribute__((target("avx512f,avx2,fma"))) static inline __attribute__((always_inline)) void
+tn_block16(const int MR, const int NV, const float *const *a, int64_t K, const float *B,
+           int64_t ldb, float *C, int64_t ldc)
+{
+    __m512 acc[8][2];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m512 bv[2];
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
+        for (int r = 0; r < MR; r++) {
+            const __m512 av = _mm512_set1_ps(a[r][k]);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            _mm512_storeu_ps(C + r * ldc + 16 * v,
+                             _mm512_add_ps(_mm512_loadu_ps(C + r * ldc + 16 * v), acc[r][v]));
+}
+
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+tn_block8(const int MR, const int NV, const float *const *a, int64_t K, const float *B,
+          int64_t ldb, float *C, int64_t ldc)
+{
+    __m256 acc[8][2];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+        __m256 bv[2];
+        for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
+        for (int r = 0; r < MR; r++) {
+            const __m256 av = _mm256_broadcast_ss(a[r] + k);
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            _mm256_storeu_ps(C + r * ldc + 8 * v,
+                             _mm256_add_ps(_mm256_loadu_ps(C + r * ldc + 8 * v), acc[r][v]));
+}
+
+typedef void (*tn_block_fn)(const float *const *, int64_t, const float *, int64_t, float *,
+                            int64_t);
+#define TN_FN(W, MR, NV)                                                                         \
+    __attribute__((target("avx512f,avx2,fma"))) static void tn_##W##_##MR##_##NV(               \
+        const float *const *a, int64_t K, const float *B, int64_t ldb, float *C, int64_t ldc)    \
+    {                                                                                            \
+        tn_block##W(MR, NV, a, K, B, ldb, C, ldc);                                               \
+    }
+#define TN_ROW(W, NV)                                                                            \
+    TN_FN(W, 1, NV) TN_FN(W, 2, NV) TN_FN(W, 3, NV) TN_FN(W, 4, NV) TN_FN(W, 5, NV)              \
+    TN_FN(W, 6, NV) TN_FN(W, 7, NV) TN_FN(W, 8, NV)
+TN_ROW(16, 1)
+TN_ROW(16, 2)
+#undef TN_FN
+#define TN_FN(W, MR, NV)                                                                         \
+    __attribute__((target("avx2,fma"))) static void tn_##W##_##MR##_##NV(                       \
+        const float *const *a, int64_t K, const float *B, int64_t ldb, float *C, int64_t ldc)    \
+    {                                                                                            \
+        tn_block##W(MR, NV, a, K, B, ldb, C, ldc);                                               \
+    }
+TN_ROW(8, 1)
+TN_ROW(8, 2)
+#define TN_TABLE(W, NV)                                                                          \
+    {tn_##W##_1_##NV, tn_##W##_2_##NV, tn_##W##_3_##NV, tn_##W##_4_##NV,                         \
+     tn_##W##_5_##NV, tn_##W##_6_##NV, tn_##W##_7_##NV, tn_##W##_8_##NV}
+static const tn_block_fn tn16[2][8] = {TN_TABLE(16, 1), TN_TABLE(16, 2)};
+static const tn_block_fn tn8[2][8] = {TN_TABLE(8, 1), TN_TABLE(8, 2)};
+
+/* Vectorised conv_tn; returns 0 (nothing done) when N is not a multiple of 8. */
+static int conv_tn_simd(int64_t M1, int64_t M2, int64_t N, int64_t K, const float *A,
+                        int64_t astride, const int64_t *aoff, const float *B, int64_t ldb,
+                        float *C, int64_t ldc)
+{
+    const int wide = use_avx512() && N % 16 == 0;
+    if (!wide && N % 8) return 0;
+    const int vw = wide ? 16 : 8;
+    const int64_t M = M1 * M2;
+    for (int64_t n0 = 0; n0 < N;) {
+        /* two vectors per block where they fit; then 8 (AVX-512) or 6 (AVX2) rows of them */
+        const int nv = N - n0 >= 2 * vw ? 2 : 1;
+        const int mrmax = wide ? 8 : (nv == 2 ? 6 : 8);
+        for (int64_t m0 = 0; m0 < M; m0 += mrmax) {
+            const int mr = M - m0 < mrmax ? (int)(M - m0) : mrmax;
+            const float *a[8];
+            for (int r = 0; r < mr; r++) {
+                const int64_t m = m0 + r;
+                a[r] = A + (m / M2) * astride + aoff[m % M2];
+            }
+            const tn_block_fn f = wide ? tn16[nv - 1][mr - 1] : tn8[nv - 1][mr - 1];
+            f(a, K, B + n0, ldb, C + m0 * ldc + n0, ldc);
+        }
+        n0 += nv * vw;
+    }
+    return 1;
+}
+
 int nn_have_avx2(void)
 {
     static int have = -1;
@@ -409,6 +508,25 @@ void nn_gemm_conv_nn(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *
     }
 #endif
     conv_nn_generic(M, N, K1, K2, A, lda, B, bstride, boff, C, ldc, beta0);
+}
+
+void nn_gemm_conv_tn(int64_t M1, int64_t M2, int64_t N, int64_t K, const float *A,
+                     int64_t astride, const int64_t *aoff, const float *B, int64_t ldb, float *C,
+                     int64_t ldc)
+{
+    if (M1 <= 0 || M2 <= 0 || N <= 0) return;
+#ifdef NN_X86
+    if (nn_have_avx2() && conv_tn_simd(M1, M2, N, K, A, astride, aoff, B, ldb, C, ldc)) return;
+#endif
+    for (int64_t m1 = 0; m1 < M1; m1++)
+        for (int64_t m2 = 0; m2 < M2; m2++) {
+            const float *a = A + m1 * astride + aoff[m2];
+            float *c = C + (m1 * M2 + m2) * ldc;
+            for (int64_t k = 0; k < K; k++) {
+                const float av = a[k], *b = B + k * ldb;
+                for (int64_t n = 0; n < N; n++) c[n] += av * b[n];
+            }
+        }
 }
 
 void nn_gemm_conv_nt(int64_t M, int64_t N1, int64_t N2, int64_t L, const float *A, int64_t lda,

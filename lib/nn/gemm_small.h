@@ -25,6 +25,12 @@ void nn_gemm_conv_nn(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *
                      int beta0);
 void nn_gemm_conv_nt(int64_t M, int64_t N1, int64_t N2, int64_t L, const float *A, int64_t lda,
                      const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc);
+/* C[m1 M2 + m2, n] += sum_{k < K} A[m1 astride + aoff[m2] + k] B[k ldb + n]: the weight gradient
+ * of a convolution as a GEMM over the long pixel dimension, with B = dy transposed (pixels x
+ * output channels), so no horizontal sums are needed. Vectorised when N is a multiple of 8. */
+void nn_gemm_conv_tn(int64_t M1, int64_t M2, int64_t N, int64_t K, const float *A,
+                     int64_t astride, const int64_t *aoff, const float *B, int64_t ldb, float *C,
+                     int64_t ldc);
 /* True when the AVX2 kernels are in use: the CPU has AVX2 and FMA and the environment variable
  * GBTD_NN_NO_SIMD is unset or "0" (set, it selects the portable loops, which the tests run too). */
 int nn_have_avx2(void);

@@ -52,9 +52,15 @@ extern "C" {
  *   y  (n, c_out, h_out, w_out)            h_out = (h + 2 pad - kh) / stride + 1 (floor), same for w
  *   y[n, o, i, j] = b[o] + sum_{c in group(o), p, q} wt[o, c - g0, p, q] x[n, c, i*s + p - pad, j*s + q - pad]
  *   where group(o) = channels g0 .. g0 + c_in/groups - 1 with g0 = (o / (c_out/groups)) * (c_in/groups).
- * groups = 1: im2col + OpenBLAS sgemm (1x1 stride-1 pad-0: one sgemm per image, no im2col);
- * 1 < groups < c_in: im2col per group + register-blocked small-GEMM kernels;
- * groups = c_in (depthwise, any channel multiplier c_out / c_in): direct vectorised loops.
+ * 1x1 stride-1 pad-0: one GEMM per image (and group), no im2col;
+ * grouped (1 < groups < c_in), and dense with c_in <= 64: each (image, group) packed into
+ *   zero-padded phase planes (stride x stride of them) and an implicit-im2col GEMM with
+ *   register-blocked AVX-512 / AVX2 kernels (no im2col copy), OpenMP over images x groups;
+ * dense with c_in > 64: im2col + OpenBLAS sgemm;
+ * groups = c_in (depthwise, any channel multiplier c_out / c_in): phase planes and one
+ *   register-blocked pass per output plane; given no workspace (or a stride above 4, more than
+ *   64 taps) it falls back to direct loops, so depthwise calls never fail for lack of workspace.
+ * Environment: GBTD_NN_NO_AVX512=1 keeps the kernels to AVX2, GBTD_NN_NO_SIMD=1 to portable C.
  * ============================================================================================ */
 typedef struct gbtd_conv2d_shape {
     int64_t n, c_in, h, w;   /* input batch, channels, height, width */
