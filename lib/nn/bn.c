@@ -256,12 +256,20 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
     if (!(eps > 0.0f)) return gbtd_error(GBTD_EINVAL, "%s: eps = %g must be > 0", fn, (double)eps);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < C; c++) {
-        double sum = 0.0;
-        for (int64_t n = 0; n < N; n++) sum += plane_sum(x + (n * C + c) * HW, HW);
-        const double mu = sum / (double)m;
-        double sq = 0.0;
-        for (int64_t n = 0; n < N; n++) sq += plane_sq_dev(x + (n * C + c) * HW, HW, (float)mu);
-        /* The float mean's rounding error shifts sq by m (mu - (float)mu)^2: negligible. */
+        /* One pass over memory: each plane (in L1 after its first read) gets its own mean and
+         * sum of squared deviations, and the planes are merged in double with Chan's update
+         * (mean += d nb / (na + nb), M2 += M2b + d^2 na nb / (na + nb), d = mean_b - mean),
+         * which never subtracts two large sums of squares. */
+        double mu = 0.0, sq = 0.0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW;
+            const double pm = (double)plane_sum(xp, HW) / (double)HW;
+            /* the float mean's rounding shifts the plane's M2 by HW (pm - (float)pm)^2: negligible */
+            const double pq = (double)plane_sq_dev(xp, HW, (float)pm);
+            const double na = (double)(n * HW), nb = (double)HW, d = pm - mu;
+            mu += d * nb / (na + nb);
+            sq += pq + d * d * na * nb / (na + nb);
+        }
         const double var = sq / (double)m;
         const double r = 1.0 / sqrt(var + (double)eps);
         const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;

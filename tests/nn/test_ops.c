@@ -507,6 +507,26 @@ static void bn_vs_ref(gbtd_bn_shape s, int relu)
     free(db); free(dbr); free(dyr);
 }
 
+/* Batch statistics of data far from zero (mean 1000, standard deviation ~0.6): a one-pass
+ * sum-of-squares formula would lose every digit of the variance in float; the per-plane merge must
+ * keep rstd within the same L = hw/8 + 16 roundings (relative) as for centred data. */
+static void bn_offset_stats(void)
+{
+    const gbtd_bn_shape s = {6, 3, 50};
+    const int64_t nx = s.n * s.c * s.hw;
+    float *x = fvec(nx, 999.0, 1001.0), *y = fzeros(nx), *mean = fzeros(s.c), *rstd = fzeros(s.c);
+    double *xd = dzeros(nx), *yd = dzeros(nx), *md = dzeros(s.c), *rd = dzeros(s.c);
+    for (int64_t i = 0; i < nx; i++) xd[i] = x[i];
+    CHECK_OK(gbtd_bn_forward_train(&s, x, NULL, NULL, 1e-5f, 0.1f, NULL, NULL, mean, rstd, y),
+             "bn offset data: forward runs");
+    gbtd_bn_forward_train_refd(&s, xd, NULL, NULL, 1e-5, 0.1, NULL, NULL, md, rd, yd);
+    const double Lf = 8.0 * ((double)s.hw / 8.0 + 16.0) * U32;
+    double w = 0.0;
+    for (int64_t c = 0; c < s.c; c++) w = fmax(w, fabs(rstd[c] - rd[c]) / (Lf * rd[c]));
+    CHECK_LE(w, 1.0, "bn offset data (mean 1000): rstd = double reference (L = hw/8 + 16)");
+    free(x); free(y); free(mean); free(rstd); free(xd); free(yd); free(md); free(rd);
+}
+
 /* Float kernels that are plain loops, against their double twins (a few roundings each). */
 static void simple_vs_refd(void)
 {
@@ -721,6 +741,7 @@ int main(void)
         bn_vs_ref(bss[i], 0);
         bn_vs_ref(bss[i], 1);
     }
+    bn_offset_stats();
     simple_vs_refd();
     sharing();
     errors();
