@@ -1,5 +1,6 @@
 /* gbtd nn: batch normalisation (training and evaluation, optionally fused with ReLU), OpenMP
- * over channels. Plane sums use eight float partial sums (vectorisable) added into doubles. */
+ * over channels (dynamic schedule: channels are independent, so the result never depends on it).
+ * Plane sums use eight float partial sums (vectorisable) added into doubles. */
 #include <math.h>
 
 #include "nn/gemm_small.h"
@@ -254,7 +255,7 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
     const int64_t N = s->n, C = s->c, HW = s->hw, m = N * HW;
     if (m < 2) return gbtd_error(GBTD_EINVAL, "%s: batch statistics need n*h*w >= 2", fn);
     if (!(eps > 0.0f)) return gbtd_error(GBTD_EINVAL, "%s: eps = %g must be > 0", fn, (double)eps);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < C; c++) {
         /* One pass over memory: each plane (in L1 after its first read) gets its own mean and
          * sum of squared deviations, and the planes are merged in double with Chan's update
@@ -297,7 +298,7 @@ static int forward_eval(const char *fn, const gbtd_bn_shape *s, const float *x,
     NN_NONNULL(fn, running_var);
     NN_NONNULL(fn, y);
     const int64_t N = s->n, C = s->c, HW = s->hw;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < C; c++) {
         const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
         const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
@@ -319,7 +320,7 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
     NN_NONNULL(fn, dy);
     const int64_t N = s->n, C = s->c, HW = s->hw;
     const double m = (double)(N * HW);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < C; c++) {
         const float mu = mean[c];
         const double r = rstd[c];
