@@ -390,6 +390,8 @@ static void conv_grp_cases(void)
         {2, 32, 8, 8, 40, 3, 1, 1, 1, 1},     /* dense 32 > 40 through the phase path */
         {2, 72, 6, 5, 8, 3, 1, 1, 1, 0},      /* dense, 72 input channels: im2col + BLAS */
         {2, 8, 5, 5, 8, 1, 2, 0, 2, 1},       /* grouped 1x1 stride 2 */
+        {2, 8, 12, 11, 8, 3, 5, 1, 2, 1},     /* grouped stride 5: im2col + small GEMMs */
+        {1, 4, 10, 10, 6, 9, 1, 4, 2, 0},     /* grouped 9x9 (81 taps): im2col + small GEMMs */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const cs *c = &cases[i];
