@@ -50,14 +50,27 @@ int gbtd_tucker_reconstruct_alloc(const gbtd_tucker *t, gbtd_tensor *out)
     return gbtd_multi_ttm_alloc(&t->core, u, t->modes, t->nmodes, GBTD_NOTRANS, out);
 }
 
-/* ---- leading left singular vectors with a workspace allocated once ---------------------- */
+/* ---- leading left singular vectors with a workspace allocated once ----------------------
+ * The r largest eigenpairs of an n x n Gram matrix: Householder tridiagonalisation (dsytrd),
+ * all eigenvalues of the tridiagonal matrix by the root-free QR algorithm (dsterf, O(n^2)),
+ * eigenvectors for the r largest only by inverse iteration (dstein), and back-transformation
+ * of those r vectors (dormtr). This is what dsyevr does for a range by index below the full
+ * spectrum, except that dsyevr finds the eigenvalues by bisection (dstebz), which for
+ * r ~ n/4 .. n/2 (the Tucker-2 case) costs more than the tridiagonalisation itself. When the
+ * tridiagonal matrix splits (a negligible off-diagonal entry) or inverse iteration fails to
+ * converge for some vector, every eigenpair is computed by MRRR (dstemr) instead.
+ * Measured on one core (n = 1024, r = 256): eigenvalues + vectors of the tridiagonal matrix
+ * 38 ms against 65-80 ms for dstemr and about 250 ms for bisection. */
 
 typedef struct lsv_ws {
     int64_t nmax, rmax;
     double *gram; /* nmax x nmax */
     double *w;    /* nmax */
-    double *z;    /* nmax x rmax (column-major eigenvectors) */
+    double *z;    /* nmax x nmax (column-major eigenvectors of the tridiagonal matrix) */
     double *zs;   /* rmax x nmax */
+    double *d, *e, *tau; /* tridiagonal form and Householder scalars, nmax each */
+    double *d2, *e2;     /* copies destroyed by dsterf / dstemr, nmax each */
+    lapack_int *iblock, *isplit, *ifail; /* dstein's block description and failures */
     double *work;
     lapack_int *iwork, *isuppz;
     lapack_int lwork, liwork;
@@ -69,6 +82,14 @@ static void lsv_free(lsv_ws *ws)
     gbtd_free(ws->w);
     gbtd_free(ws->z);
     gbtd_free(ws->zs);
+    gbtd_free(ws->d);
+    gbtd_free(ws->e);
+    gbtd_free(ws->tau);
+    gbtd_free(ws->d2);
+    gbtd_free(ws->e2);
+    gbtd_free(ws->iblock);
+    gbtd_free(ws->isplit);
+    gbtd_free(ws->ifail);
     gbtd_free(ws->work);
     gbtd_free(ws->iwork);
     gbtd_free(ws->isuppz);
@@ -78,35 +99,53 @@ static void lsv_free(lsv_ws *ws)
 static int lsv_alloc(lsv_ws *ws, int64_t nmax, int64_t rmax)
 {
     memset(ws, 0, sizeof *ws);
-    lapack_int n = 0;
+    lapack_int n = 0, r = 0;
     GBTD_CHECK(gbtd_lapack_int(nmax, &n));
+    GBTD_CHECK(gbtd_lapack_int(rmax, &r));
     size_t nn;
     GBTD_CHECK(gbtd_mul_size((size_t)nmax, (size_t)nmax, &nn));
     ws->nmax = nmax;
     ws->rmax = rmax;
     ws->gram = gbtd_malloc(nn * sizeof(double));
     ws->w = gbtd_malloc((size_t)nmax * sizeof(double));
-    ws->z = gbtd_malloc((size_t)(nmax * rmax) * sizeof(double));
+    ws->z = gbtd_malloc(nn * sizeof(double));
     ws->zs = gbtd_malloc((size_t)(nmax * rmax) * sizeof(double));
+    ws->d = gbtd_malloc((size_t)nmax * sizeof(double));
+    ws->e = gbtd_malloc((size_t)nmax * sizeof(double));
+    ws->tau = gbtd_malloc((size_t)nmax * sizeof(double));
+    ws->d2 = gbtd_malloc((size_t)nmax * sizeof(double));
+    ws->e2 = gbtd_malloc((size_t)nmax * sizeof(double));
+    ws->iblock = gbtd_malloc((size_t)nmax * sizeof(lapack_int));
+    ws->isplit = gbtd_malloc((size_t)nmax * sizeof(lapack_int));
+    ws->ifail = gbtd_malloc((size_t)nmax * sizeof(lapack_int));
     ws->isuppz = gbtd_malloc((size_t)(2 * nmax) * sizeof(lapack_int));
-    if (!ws->gram || !ws->w || !ws->z || !ws->zs || !ws->isuppz) {
+    if (!ws->gram || !ws->w || !ws->z || !ws->zs || !ws->d || !ws->e || !ws->tau || !ws->d2 ||
+        !ws->e2 || !ws->iblock || !ws->isplit || !ws->ifail || !ws->isuppz) {
         lsv_free(ws);
         return GBTD_ENOMEM;
     }
-    /* Workspace query at the largest order (the requirement grows with the order). */
-    double wq = 0.0;
-    lapack_int iwq = 0, m = 0;
-    memset(ws->gram, 0, nn * sizeof(double));
-    lapack_int info = LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'I', 'L', n, ws->gram, n, 0.0,
-                                          0.0, 1, n, DBL_MIN, &m, ws->w, ws->z, n, ws->isuppz,
-                                          &wq, -1, &iwq, -1);
+    /* Workspace queries at the largest order (the requirements grow with n and r). */
+    double q1 = 0.0, q2 = 0.0, q3 = 0.0;
+    lapack_int iq = 0, m = 0, tryrac = 1;
+    lapack_int info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', n, ws->gram, n, ws->d, ws->e,
+                                          ws->tau, &q1, -1);
+    if (info == 0)
+        info = LAPACKE_dstemr_work(LAPACK_COL_MAJOR, 'V', 'A', n, ws->d, ws->e, 0.0, 0.0, 0, 0,
+                                   &m, ws->w, ws->z, n, n, ws->isuppz, &tryrac, &q2, -1, &iq,
+                                   -1);
+    if (info == 0)
+        info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', n, r, ws->gram, n, ws->tau,
+                                   ws->z, n, &q3, -1);
     if (info != 0) {
         lsv_free(ws);
         return gbtd_error(GBTD_ENUMERIC, "tucker: eigensolver workspace query failed (%d)",
                           (int)info);
     }
-    ws->lwork = (lapack_int)wq > 26 * n ? (lapack_int)wq : 26 * n;
-    ws->liwork = iwq > 10 * n ? iwq : 10 * n;
+    double lw = q1 > q2 ? q1 : q2;
+    if (q3 > lw) lw = q3;
+    if (lw < 18.0 * (double)n) lw = 18.0 * (double)n;
+    ws->lwork = (lapack_int)lw;
+    ws->liwork = iq > 10 * n ? iq : 10 * n;
     ws->work = gbtd_malloc((size_t)ws->lwork * sizeof(double));
     ws->iwork = gbtd_malloc((size_t)ws->liwork * sizeof(lapack_int));
     if (!ws->work || !ws->iwork) {
@@ -116,17 +155,59 @@ static int lsv_alloc(lsv_ws *ws, int64_t nmax, int64_t rmax)
     return GBTD_OK;
 }
 
-/* Largest r eigenpairs of the n x n Gram (lower triangle in column-major terms): ws->w[0..r-1]
- * ascending, eigenvectors in the columns of ws->z (leading dimension n). */
+/* Largest r eigenpairs of the n x n Gram (lower triangle in column-major terms, destroyed):
+ * ws->w[0..r-1] ascending, eigenvectors in the columns of ws->z (leading dimension n). */
 static int lsv_eig(lsv_ws *ws, int64_t n, int64_t r)
 {
     const lapack_int ln = (lapack_int)n, lr = (lapack_int)r;
-    lapack_int m = 0;
-    const lapack_int info = LAPACKE_dsyevr_work(
-        LAPACK_COL_MAJOR, 'V', 'I', 'L', ln, ws->gram, ln, 0.0, 0.0, ln - lr + 1, ln, DBL_MIN,
-        &m, ws->w, ws->z, ln, ws->isuppz, ws->work, ws->lwork, ws->iwork, ws->liwork);
-    if (info != 0 || m != lr)
-        return gbtd_error(GBTD_ENUMERIC, "tucker: symmetric eigensolver failed (info %d)",
+    lapack_int info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', ln, ws->gram, ln, ws->d,
+                                          ws->e, ws->tau, ws->work, ws->lwork);
+    if (info != 0)
+        return gbtd_error(GBTD_ENUMERIC, "tucker: tridiagonalisation failed (info %d)", (int)info);
+    /* Inverse iteration needs an unreduced tridiagonal matrix (one block): dstebz's splitting
+     * test, |e_i| <= eps * sqrt(|d_i|) * sqrt(|d_{i+1}|), must find nothing. */
+    bool split = false;
+    for (int64_t i = 0; i + 1 < n; i++)
+        if (fabs(ws->e[i]) <= DBL_EPSILON * sqrt(fabs(ws->d[i])) * sqrt(fabs(ws->d[i + 1])))
+            split = true;
+    bool done = false;
+    if (!split) {
+        memcpy(ws->d2, ws->d, (size_t)n * sizeof(double));
+        if (n > 1) memcpy(ws->e2, ws->e, (size_t)(n - 1) * sizeof(double));
+        info = LAPACKE_dsterf_work(ln, ws->d2, ws->e2);
+        if (info == 0) {
+            for (int64_t i = 0; i < r; i++) {
+                ws->w[i] = ws->d2[n - r + i];
+                ws->iblock[i] = 1;
+            }
+            ws->isplit[0] = ln;
+            info = LAPACKE_dstein_work(LAPACK_COL_MAJOR, ln, ws->d, ws->e, lr, ws->w, ws->iblock,
+                                       ws->isplit, ws->z, ln, ws->work, ws->iwork, ws->ifail);
+            done = (info == 0);
+        }
+    }
+    if (!done) {
+        /* Every eigenpair by MRRR, then the r largest (the last r) moved to the front. */
+        lapack_int m = 0, tryrac = 1;
+        memcpy(ws->d2, ws->d, (size_t)n * sizeof(double));
+        if (n > 1) memcpy(ws->e2, ws->e, (size_t)(n - 1) * sizeof(double));
+        info = LAPACKE_dstemr_work(LAPACK_COL_MAJOR, 'V', 'A', ln, ws->d2, ws->e2, 0.0, 0.0, 0,
+                                   0, &m, ws->w, ws->z, ln, ln, ws->isuppz, &tryrac, ws->work,
+                                   ws->lwork, ws->iwork, ws->liwork);
+        if (info == 0 && m != ln) info = -1000;
+        if (info != 0)
+            return gbtd_error(GBTD_ENUMERIC, "tucker: symmetric eigensolver failed (info %d)",
+                              (int)info);
+        if (lr < ln) {
+            memmove(ws->w, ws->w + (ln - lr), (size_t)lr * sizeof(double));
+            memmove(ws->z, ws->z + (size_t)(ln - lr) * (size_t)ln,
+                    (size_t)lr * (size_t)ln * sizeof(double));
+        }
+    }
+    info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lr, ws->gram, ln, ws->tau,
+                               ws->z, ln, ws->work, ws->lwork);
+    if (info != 0)
+        return gbtd_error(GBTD_ENUMERIC, "tucker: eigenvector back-transformation failed (%d)",
                           (int)info);
     return GBTD_OK;
 }

@@ -3,6 +3,7 @@
  * stopping rules, every error path, and allocation failures. */
 #include "check.h"
 #include "decomp/metrics.h"
+#include "decomp/tc_internal.h"
 #include "decomp/tucker.h"
 
 static gbtd_rng *rng;
@@ -413,6 +414,62 @@ static void test_alloc_failures(void)
     gbtd_tensor_free(&x);
 }
 
+/* The eigensolver's paths (lib/decomp/tucker.c: tridiagonalisation, dsterf + inverse iteration
+ * for the wanted vectors, MRRR when the tridiagonal matrix splits), through the mode-0 factor of
+ * a partial HOSVD of X with X_(0) = Q diag(s) P^T (Q, P orthonormal): the factor must span the
+ * columns of Q belonging to the largest s. Subspace angle bound 1e-10: backward-stable
+ * eigenvectors of a Gram with gap >= 5 (relative to s_max^2 = 9) are accurate to about
+ * n eps / gap ~ 1e-14; 1e-10 leaves room for the squared condition of the Gram path. */
+static void test_eigen_paths(void)
+{
+    const int64_t shape[3] = {12, 5, 6}, cols = 30, n = 12;
+    gbtd_tensor q, p, x, qs;
+    gbtd_matrix_alloc(&q, n, n);
+    gbtd_matrix_alloc(&p, cols, n);
+    gbtd_tensor_alloc(&x, 3, shape);
+    const double sv[12] = {3, 3, 3, 2, 2, 1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4};
+    for (int variant = 0; variant < 2; variant++) {
+        /* variant 0: Q = identity (the Gram is diagonal: the tridiagonal matrix splits, MRRR);
+         * variant 1: Q random (unreduced; the wanted triple eigenvalue 9 is a cluster that
+         * inverse iteration must orthogonalise). */
+        gbtd_tensor_fill_normal(&p, rng, 0.0, 1.0);
+        gbtd_tc_orthonormalize(&p);
+        if (variant == 0) {
+            gbtd_tensor_fill(&q, 0.0);
+            for (int64_t i = 0; i < n; i++) q.data[i * n + i] = 1.0;
+        } else {
+            gbtd_tensor_fill_normal(&q, rng, 0.0, 1.0);
+            gbtd_tc_orthonormalize(&q);
+        }
+        /* x (12 x 30 as the mode-0 unfolding) = Q diag(sv) P^T */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < cols; c++) {
+                double v = 0.0;
+                for (int64_t k = 0; k < n; k++) v += q.data[i * n + k] * sv[k] * p.data[c * n + k];
+                x.data[i * cols + c] = v;
+            }
+        const int m0[1] = {0};
+        const int64_t r0[1] = {3};
+        gbtd_tucker t = {0};
+        CHECK_OK(gbtd_tucker_partial_hosvd(&x, m0, 1, r0, &t, NULL, NULL),
+                 variant ? "hosvd, clustered eigenvalues" : "hosvd, split tridiagonal");
+        gbtd_matrix_alloc(&qs, n, 3);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < 3; k++) qs.data[i * 3 + k] = q.data[i * n + k];
+        double s = 1.0;
+        gbtd_subspace_sin_angle(&qs, &t.factors[0], &s);
+        CHECK_LE(s, 1e-10, variant ? "cluster of 3 equal eigenvalues: exact subspace"
+                                   : "split tridiagonal: exact subspace (the unit vectors)");
+        CHECK_LE(orth_defect(&t.factors[0]), 1e-13,
+                 variant ? "cluster: orthonormal factor" : "split: orthonormal factor");
+        gbtd_tensor_free(&qs);
+        gbtd_tucker_free(&t);
+    }
+    gbtd_tensor_free(&q);
+    gbtd_tensor_free(&p);
+    gbtd_tensor_free(&x);
+}
+
 int main(void)
 {
     gbtd_rng_alloc(12345, &rng);
@@ -420,6 +477,7 @@ int main(void)
     test_identity();
     test_planted();
     test_partial();
+    test_eigen_paths();
     test_error_target();
     test_stopping();
     test_errors();
