@@ -26,7 +26,8 @@ static void decompose_help(FILE *f)
             "  --terms R          btd: number of terms\n"
             "  --modes m,n,...    tucker/btd: factored modes (0-based; default all)\n"
             "  --solver als|nls   btd solver (default nls)\n"
-            "  --init I           tucker: hosvd|random; cp: random|svd; btd: random|hosvd\n"
+            "  --init I           tucker: hosvd|random; cp: random|svd;\n"
+            "                     btd: gevd (default)|random|hosvd\n"
             "  --tol T            stop when the relative change of the error is <= T (1e-10)\n"
             "  --max-iter N       iterations per run (>= 1)\n"
             "  --time-budget S    seconds\n"
@@ -406,8 +407,10 @@ int cmd_decompose(int argc, char **argv)
         o.restarts = (int)restarts;
         o.solver = solver && !strcmp(solver, "als") ? GBTD_BTD_ALS : GBTD_BTD_NLS;
         if (init && !strcmp(init, "hosvd")) o.init = GBTD_BTD_INIT_HOSVD;
-        else if (init && strcmp(init, "random"))
-            rc = cli_usage_error(CMD, "btd --init must be random or hosvd");
+        else if (init && !strcmp(init, "random")) o.init = GBTD_BTD_INIT_RANDOM;
+        else if (init && !strcmp(init, "gevd")) o.init = GBTD_BTD_INIT_GEVD;
+        else if (init)
+            rc = cli_usage_error(CMD, "btd --init must be gevd, random or hosvd");
         o.callback = on_iter;
         o.callback_ctx = &prog;
         res.method = "btd";
