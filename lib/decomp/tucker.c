@@ -570,7 +570,10 @@ static int tucker_run(const char *what, const gbtd_tensor *x_in, const int *mode
             if (rc != GBTD_OK) goto fail;
         }
     } else {
-        for (int k = 0; k < nmodes; k++) {
+        /* HOOI's first sweep overwrites the first factor before reading it (its update uses
+         * only the other factors), so its HOSVD value would never be used: it is skipped. The
+         * iterates are those of HOOI from the full HOSVD. */
+        for (int k = hooi ? 1 : 0; k < nmodes; k++) {
             rc = lsv_compute(&ws, x->data, ndim, x->shape, modes[k], ranks[k],
                              out->factors[k].data);
             if (rc != GBTD_OK) goto fail;
