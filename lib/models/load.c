@@ -76,45 +76,6 @@ int models_build_graph_(const gbtd_arch *arch, bool stride_on_1x1, gbtd_net *net
     return stride_on_1x1 ? build_v1_(arch, net) : gbtd_arch_build(arch, net);
 }
 
-/* Ask for transparent huge pages on a large fresh buffer (fewer page faults on first touch). */
-static void advise_huge_(void *p, size_t n)
-{
-#ifdef MADV_HUGEPAGE
-    const uintptr_t h = (uintptr_t)2 << 20;
-    uintptr_t a = ((uintptr_t)p + h - 1) & ~(h - 1), b = ((uintptr_t)p + n) & ~(h - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_HUGEPAGE);
-#else
-    (void)p;
-    (void)n;
-#endif
-}
-
-/* gbtd_net_finalize without the random initialisation: the slabs are about to be overwritten
- * by gbtd_model_assign, so the parameters and running statistics are left unwritten (only the
- * pad element is set); gradients are zero as gbtd_net_finalize leaves them. Saves generating
- * and writing one random number per parameter (most of a ResNet-50 load). */
-static int finalize_for_load_(gbtd_net *net)
-{
-    const gbtd_value *last = &net->values[net->nvalues - 1];
-    if (net->nlayers < 1 || last->h != 1 || last->w != 1)
-        return gbtd_error(GBTD_EINVAL, "model_build: the network does not end in C x 1 x 1 logits");
-    size_t np, ns;
-    GBTD_CHECK(gbtd_mul_size((size_t)net->nparams + 1, sizeof(float), &np));
-    GBTD_CHECK(gbtd_mul_size((size_t)net->nstate + 1, sizeof(float), &ns));
-    net->params = gbtd_malloc(np);
-    net->grads = net->params ? gbtd_malloc(np) : NULL;
-    net->state = net->grads ? gbtd_malloc(ns) : NULL;
-    if (!net->state) return GBTD_ENOMEM; /* gbtd_net_free releases what was allocated */
-    advise_huge_(net->params, np);
-    advise_huge_(net->grads, np);
-    memset(net->grads, 0, np);
-    net->params[net->nparams] = 0.0f;
-    net->state[net->nstate] = 0.0f;
-    net->classes = last->c;
-    net->finalized = true;
-    return GBTD_OK;
-}
-
 int gbtd_model_build(const gbtd_model_info *info, const gbtd_model_opts *opts, gbtd_net *net)
 {
     if (net) memset(net, 0, sizeof *net);
@@ -132,7 +93,7 @@ int gbtd_model_build(const gbtd_model_info *info, const gbtd_model_opts *opts, g
     GBTD_CHECK(gbtd_model_arch_spec(&a, spec, sizeof spec - 3));
     GBTD_CHECK(models_build_graph_(&a, info->stride_on_1x1, net));
     snprintf(net->spec, sizeof net->spec, "%s%.124s", info->stride_on_1x1 ? "v1:" : "", spec);
-    int rc = o.no_init ? finalize_for_load_(net) : gbtd_net_finalize(net);
+    int rc = gbtd_net_finalize_ex(net, !o.no_init);
     if (rc) gbtd_net_free(net);
     return rc;
 }

@@ -1,7 +1,10 @@
+#define _DEFAULT_SOURCE /* madvise(MADV_HUGEPAGE) */
 /* gbtd nn: network graph, slabs, initialisation and counting (the running part is net_run.c). */
 #include "nn/net.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -341,7 +344,22 @@ int gbtd_net_init_params(gbtd_net *net, uint64_t seed)
     return GBTD_OK;
 }
 
-int gbtd_net_finalize(gbtd_net *net)
+/* Ask for transparent huge pages on a large slab: a ResNet-50 slab is 25 M floats, and 2 MiB
+ * pages cut the page faults of its first touch by 512x. Advice only; failure is harmless. */
+static void advise_huge_pages(void *p, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    const uintptr_t b = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+int gbtd_net_finalize_ex(gbtd_net *net, bool init)
 {
     if (!net || !net->values) return gbtd_error(GBTD_EINVAL, "net_finalize: net not initialised");
     if (net->finalized) return GBTD_OK;
@@ -350,17 +368,30 @@ int gbtd_net_finalize(gbtd_net *net)
         return gbtd_error(GBTD_EINVAL, "net_finalize: the last value must be C x 1 x 1 logits "
                           "(is %dx%dx%d)", last->c, last->h, last->w);
     net->classes = last->c;
-    net->params = gbtd_calloc((size_t)net->nparams + 1, sizeof(float));
-    net->grads = gbtd_calloc((size_t)net->nparams + 1, sizeof(float));
-    net->state = gbtd_calloc((size_t)net->nstate + 1, sizeof(float));
-    if (!net->params || !net->grads || !net->state) {
+    /* One pad element past each slab. Without init the parameter and state slabs are left
+     * unwritten (the caller fills every entry) and the gradient slab is allocated, zeroed, by
+     * the first gbtd_net_zero_grad or gbtd_net_backward (evaluation never needs it). */
+    const size_t np = (size_t)net->nparams + 1, ns = (size_t)net->nstate + 1;
+    net->params = gbtd_malloc(np * sizeof(float));
+    net->grads = init ? gbtd_malloc(np * sizeof(float)) : NULL;
+    net->state = init ? gbtd_calloc(ns, sizeof(float)) : gbtd_malloc(ns * sizeof(float));
+    if (!net->params || (init && !net->grads) || !net->state) {
         gbtd_free(net->params);
         gbtd_free(net->grads);
         gbtd_free(net->state);
         net->params = net->grads = net->state = NULL;
         return GBTD_ENOMEM;
     }
+    advise_huge_pages(net->params, np * sizeof(float));
+    if (init) {
+        advise_huge_pages(net->grads, np * sizeof(float));
+        memset(net->params, 0, np * sizeof(float));
+        memset(net->grads, 0, np * sizeof(float));
+    }
+    net->params[net->nparams] = 0.0f;
+    net->state[net->nstate] = 0.0f;
     net->finalized = true;
+    if (!init) return GBTD_OK;
     int rc = gbtd_net_init_params(net, 0);
     if (rc) {
         net->finalized = false;
@@ -368,6 +399,8 @@ int gbtd_net_finalize(gbtd_net *net)
     }
     return GBTD_OK;
 }
+
+int gbtd_net_finalize(gbtd_net *net) { return gbtd_net_finalize_ex(net, true); }
 
 const gbtd_net_entry *gbtd_net_find(const gbtd_net *net, const char *name)
 {

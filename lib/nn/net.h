@@ -131,6 +131,11 @@ int gbtd_net_add_shortcut_a(gbtd_net *net, int in, int c_out, int stride, int *o
 /* Allocate the three slabs (parameters initialised by gbtd_net_init_params with seed 0,
  * gradients zero, running mean 0 and variance 1). The last value must be C x 1 x 1 (logits). */
 int gbtd_net_finalize(gbtd_net *net);
+/* As gbtd_net_finalize; with init == false the parameter and state slabs are left unwritten
+ * for a caller that fills every entry (loading weights from a file), which saves generating a
+ * random number per parameter; net->grads then stays NULL until the first gbtd_net_zero_grad
+ * or gbtd_net_backward allocates it (zeroed), so evaluation never pays for it. */
+int gbtd_net_finalize_ex(gbtd_net *net, bool init);
 void gbtd_net_free(gbtd_net *net);
 
 /* He-normal initialisation of conv weights (std sqrt(2 / fan_out)), linear weights and

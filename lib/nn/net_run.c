@@ -313,9 +313,22 @@ int gbtd_net_set_dlogits(gbtd_net *net, const float *dlogits)
     return GBTD_OK;
 }
 
+/* The gradient slab of a net finalised without init is allocated on first use. */
+static int ensure_grads(gbtd_net *net)
+{
+    if (net->grads) return GBTD_OK;
+    net->grads = gbtd_calloc((size_t)net->nparams + 1, sizeof(float));
+    return net->grads ? GBTD_OK : GBTD_ENOMEM;
+}
+
 void gbtd_net_zero_grad(gbtd_net *net)
 {
-    if (net && net->grads) memset(net->grads, 0, (size_t)net->nparams * sizeof(float));
+    if (!net || !net->finalized) return;
+    if (!net->grads) {
+        ensure_grads(net); /* calloc'd: already zero; a failure is reported by backward */
+        return;
+    }
+    memset(net->grads, 0, (size_t)net->nparams * sizeof(float));
 }
 
 int gbtd_net_backward(gbtd_net *net)
@@ -323,6 +336,7 @@ int gbtd_net_backward(gbtd_net *net)
     if (!net || !net->rt || !net->rt->trained || !net->rt->have_dlogits)
         return gbtd_error(GBTD_EINVAL, "net_backward: needs a training forward and the loss "
                           "gradient (gbtd_net_loss or gbtd_net_set_dlogits) first");
+    GBTD_CHECK(ensure_grads(net));
     gbtd_net_runtime *rt = net->rt;
     const int n = rt->cur_n;
     for (int i = net->nlayers - 1; i >= 0; i--) {
