@@ -8,6 +8,7 @@
  * plain vector. Gramians Gram_k = Ucat_k^T Ucat_k hold every cross-term product U_{r,k}^T U_{s,k}
  * as a block. */
 #include <complex.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +155,9 @@ typedef struct ws {
     int dense_core;
     int fast_jtj;                  /* K == 2 and Pc <= BTD_FAST_JTJ_LIMIT: pair sums by GEMMs */
     double *Y0, *Y1, *E, *Vh, *Oh;
+    double *bk;                    /* NLS: saved Gramians, H_0, Y0, Gh around a trial point */
+    double *qloc;                  /* NLS fast path: two maxL x maxL accumulators */
+    int64_t bksize;
 } ws;
 
 #define BTD_DENSE_CORE_LIMIT 2048
@@ -208,6 +212,8 @@ static void ws_free(ws *w)
     gbtd_free(w->E);
     gbtd_free(w->Vh);
     gbtd_free(w->Oh);
+    gbtd_free(w->bk);
+    gbtd_free(w->qloc);
     memset(w, 0, sizeof *w);
 }
 
@@ -376,7 +382,12 @@ static int ws_init(ws *w, const gbtd_btd *m, int nls)
     if (nls) {
         alloc_d(&w->g, w->nz, &ok);
         alloc_d(&w->pchol, (int64_t)K * R * w->maxL * w->maxL, &ok);
+        w->bksize = w->sumL[0] * w->sumL[0];
+        for (int k = 0; k < K; k++) w->bksize += w->sumL[k] * w->sumL[k];
+        if (w->fast_jtj) w->bksize += w->Pc * w->Pc + w->Gsize;
+        alloc_d(&w->bk, w->bksize, &ok);
         if (w->fast_jtj) {
+            alloc_d(&w->qloc, 2 * w->maxL * w->maxL, &ok);
             alloc_d(&w->Y1, w->Pc * w->Pc, &ok);
             alloc_d(&w->E, w->Pc * w->Pc, &ok);
             alloc_d(&w->Vh, w->Gsize, &ok);
@@ -882,10 +893,13 @@ static int fit_cores(ws *w, double *rel)
 
 /* Gradient of 1/2 ||model - X||^2 at the current state, and everything J^T J needs (Gram_k,
  * H_k). g_U_k = Ucat_k H_k - M_k; g_G = (core normal matrix) G - B. */
-static void nls_evaluate(ws *w)
+/* Gradient, H_k, the core system and (fast path) Y0 at the current state. With from1 set,
+ * the Gramians, project_except(0) and form_MH(0) are taken as already done for this state
+ * (by nls_trial_err2 on the accepted trial point). */
+static void nls_evaluate_from(ws *w, int from1)
 {
-    compute_grams(w);
-    for (int j = 0; j < w->K; j++) {
+    if (!from1 || w->K == 1) compute_grams(w);
+    for (int j = (from1 && w->K > 1) ? 1 : 0; j < w->K; j++) {
         project_except(w, j);
         form_MH(w, j);
     }
@@ -911,6 +925,52 @@ static void nls_evaluate(ws *w)
     }
 }
 
+static void nls_evaluate(ws *w) { nls_evaluate_from(w, 0); }
+
+/* What a trial-point evaluation overwrites and the CG at the current point still needs: the
+ * Gramians, H_0 and (fast path) Y0 and Gh. Saved before a trial, restored on rejection. */
+static void nls_backup(ws *w, int restore)
+{
+    double *b = w->bk;
+    for (int k = 0; k <= w->K; k++) {
+        double *m = k < w->K ? w->Gram[k] : w->H[0];
+        const int64_t n = (k < w->K ? w->sumL[k] : w->sumL[0]) * (k < w->K ? w->sumL[k] : w->sumL[0]);
+        memcpy(restore ? m : b, restore ? b : m, (size_t)n * sizeof(double));
+        b += n;
+    }
+    if (w->fast_jtj) {
+        const int64_t n = w->Pc * w->Pc;
+        memcpy(restore ? w->Y0 : b, restore ? b : w->Y0, (size_t)n * sizeof(double));
+        b += n;
+        memcpy(restore ? w->Gh : b, restore ? b : w->Gh, (size_t)w->Gsize * sizeof(double));
+    }
+}
+
+/* Squared residual at the current (normalised) state. From the identity
+ *   ||X - T||^2 = ||X||^2 - 2 <Ucat_0, M_0> + <Gram_0, H_0>
+ * (T_(m_0) = Ucat_0 W_0^T, M_0 = X_(m_0) W_0, H_0 = W_0^T W_0), which needs the Gramians,
+ * project_except(0) and form_MH(0): the first half of nls_evaluate, which an accepted point
+ * then skips, so the trial costs no GEMM of its own. The identity is trusted only where its
+ * rounding, estimated as 1e3 eps (||X||^2 + 2 |<X, T>| + ||T||^2), moves the relative error
+ * by less than 1e-8 of itself and by less than a tenth of the stopping tolerance `tol` (when
+ * tol > 0), so that neither the step acceptance nor the stopping test reads rounding noise;
+ * otherwise the residual is formed explicitly. */
+static double nls_trial_err2(ws *w, double tol)
+{
+    compute_grams(w);
+    if (w->K > 1) project_except(w, 0);
+    form_MH(w, 0);
+    const int64_t n = w->shape[w->modes[0]] * w->sumL[0], S = w->sumL[0];
+    const double xt = dot(w->U[0], w->M[0], n), tt = dot(w->Gram[0], w->H[0], S * S);
+    const double err2 = w->xn2 - 2.0 * xt + tt;
+    const double noise = 1e3 * DBL_EPSILON * (w->xn2 + 2.0 * fabs(xt) + fabs(tt));
+    double limit = 1e-8;
+    if (tol > 0.0 && 0.1 * tol < limit) limit = 0.1 * tol;
+    /* relative change of e = sqrt(err2 / xn2) caused by noise: noise / (2 err2) */
+    if (err2 > 0.0 && noise <= 2.0 * limit * err2) return err2;
+    return explicit_err2(w);
+}
+
 /* The core and Q1 parts of J^T J v for two factored modes, batched over all term pairs. In the
  * "hat" layout (F x Pc, column (r, a, b)), with Y1 = Gh^T dGh and Y0 = Gh^T Gh:
  *   Q1_0[(s,a'), (r,a)] = sum_{b,b'} Gram_1 Y1 + D_1 Y0,  Q1_1[(s,b'), (r,b)] = sum_{a,a'} Gram_0 Y1
@@ -925,11 +985,17 @@ static void jtj_core_fast(ws *w, const double *dG, double *oG)
                 1.0, w->Gh, (blasint)Pc, w->Vh, (blasint)Pc, 0.0, w->Y1, (blasint)Pc);
     const double *g0 = w->Gram[0], *g1 = w->Gram[1], *d0 = w->D[0], *d1 = w->D[1];
     double *q0 = w->Q1[0], *q1 = w->Q1[1];
+    /* Per term pair, the Q1 blocks are summed in small local arrays (q0l[a][a'], q1l[b][b'])
+     * and added to Q1 once: the blocks of Q1_1 are written transposed, which accumulated in
+     * place would touch a new cache line for every term of the inner sum. */
+    double *q0l = w->qloc, *q1l = w->qloc + w->maxL * w->maxL;
     for (int r = 0; r < w->R; r++) {
         const int64_t ra = LIDX(w, r, 0), rb = LIDX(w, r, 1), o0r = OFF(w, 0, r), o1r = OFF(w, 1, r);
         for (int s = 0; s < w->R; s++) {
             const int64_t sa = LIDX(w, s, 0), sb = LIDX(w, s, 1), o0s = OFF(w, 0, s),
                           o1s = OFF(w, 1, s);
+            memset(q0l, 0, (size_t)(ra * sa) * sizeof(double));
+            memset(q1l, 0, (size_t)(rb * sb) * sizeof(double));
             for (int64_t a = 0; a < ra; a++)
                 for (int64_t b = 0; b < rb; b++) {
                     const int64_t i = w->pcoff[r] + a * rb + b;
@@ -937,17 +1003,24 @@ static void jtj_core_fast(ws *w, const double *dG, double *oG)
                     double *e = w->E + i * Pc + w->pcoff[s];
                     const double *g0r = g0 + (o0r + a) * S0 + o0s, *d0r = d0 + (o0r + a) * S0 + o0s;
                     const double *g1r = g1 + (o1r + b) * S1 + o1s, *d1r = d1 + (o1r + b) * S1 + o1s;
+                    double *q1b = q1l + b * sb;
                     for (int64_t ap = 0; ap < sa; ap++) {
+                        const double g0a = g0r[ap], d0a = d0r[ap];
+                        const double *y1a = y1 + ap * sb, *y0a = y0 + ap * sb;
+                        double *ea = e + ap * sb;
                         double acc0 = 0.0;
                         for (int64_t bp = 0; bp < sb; bp++) {
-                            const int64_t j = ap * sb + bp;
-                            acc0 += g1r[bp] * y1[j] + d1r[bp] * y0[j];
-                            q1[(o1s + bp) * S1 + o1r + b] += g0r[ap] * y1[j] + d0r[ap] * y0[j];
-                            e[j] = d0r[ap] * g1r[bp] + g0r[ap] * d1r[bp];
+                            acc0 += g1r[bp] * y1a[bp] + d1r[bp] * y0a[bp];
+                            q1b[bp] += g0a * y1a[bp] + d0a * y0a[bp];
+                            ea[bp] = d0a * g1r[bp] + g0a * d1r[bp];
                         }
-                        q0[(o0s + ap) * S0 + o0r + a] += acc0;
+                        q0l[a * sa + ap] += acc0;
                     }
                 }
+            for (int64_t a = 0; a < ra; a++)
+                for (int64_t ap = 0; ap < sa; ap++) q0[(o0s + ap) * S0 + o0r + a] += q0l[a * sa + ap];
+            for (int64_t b = 0; b < rb; b++)
+                for (int64_t bp = 0; bp < sb; bp++) q1[(o1s + bp) * S1 + o1r + b] += q1l[b * sb + bp];
         }
     }
     /* oGh = dGh Hc^T + Gh E^T (Hc symmetric). */
@@ -1032,7 +1105,10 @@ static void jtj_apply(ws *w, const double *v, double lambda, double *o)
 }
 
 /* Block-Jacobi preconditioner: factor block (r, k) by (H_k[r, r] + lambda I)^{-1}; core blocks
- * by 1 / (1 + lambda) (their diagonal block is I for orthonormal factors). */
+ * by 1 / (1 + lambda) (their diagonal block is I for orthonormal factors). The L x L inverses
+ * are formed once per CG solve (Cholesky, then its inverse) and applied to each row of the
+ * I x L block as a small matrix-vector product: LAPACK's triangular solves on an L x I
+ * right-hand side of stride sum L cost more in call overhead than in arithmetic for L ~ 4. */
 static int precond_setup(ws *w, double lambda)
 {
     const int64_t L2 = w->maxL * w->maxL;
@@ -1044,30 +1120,48 @@ static int precond_setup(ws *w, double lambda)
                 for (int64_t b = 0; b < Lr; b++)
                     c[a * Lr + b] = w->H[k][(OFF(w, k, r) + a) * S + OFF(w, k, r) + b] +
                                     (a == b ? lambda : 0.0);
-            if (LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)Lr, c, (lapack_int)Lr) != 0) {
+            int bad = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)Lr, c,
+                                          (lapack_int)Lr) != 0;
+            if (!bad)
+                bad = LAPACKE_dpotri_work(LAPACK_COL_MAJOR, 'L', (lapack_int)Lr, c,
+                                          (lapack_int)Lr) != 0;
+            if (bad) {
                 /* Not positive definite (a degenerate term): fall back to identity scaling. */
                 for (int64_t a = 0; a < Lr * Lr; a++) c[a] = 0.0;
                 for (int64_t a = 0; a < Lr; a++) c[a * Lr + a] = 1.0;
             }
+            /* dpotri leaves the lower triangle (column-major); mirror it to a full matrix. */
+            for (int64_t a = 0; a < Lr; a++)
+                for (int64_t b = a + 1; b < Lr; b++) c[b * Lr + a] = c[a * Lr + b];
         }
     return GBTD_OK;
 }
 
 static void precond_apply(ws *w, double lambda, const double *in, double *out)
 {
-    memcpy(out, in, (size_t)w->nz * sizeof(double));
     const int64_t L2 = w->maxL * w->maxL;
     for (int k = 0; k < w->K; k++) {
         const int64_t I = w->shape[w->modes[k]], S = w->sumL[k];
+        const double *ik = in + w->uoff[k];
+        double *ok = out + w->uoff[k];
         for (int r = 0; r < w->R; r++) {
-            const int64_t Lr = LIDX(w, r, k);
-            const double *c = w->pchol + ((int64_t)k * w->R + r) * L2;
-            LAPACKE_dpotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)Lr, (lapack_int)I, c,
-                                (lapack_int)Lr, out + w->uoff[k] + OFF(w, k, r), (lapack_int)S);
+            const int64_t Lr = LIDX(w, r, k), o = OFF(w, k, r);
+            const double *c = w->pchol + ((int64_t)k * w->R + r) * L2; /* symmetric */
+            for (int64_t i = 0; i < I; i++) {
+                const double *x = ik + i * S + o;
+                double *y = ok + i * S + o;
+                for (int64_t a = 0; a < Lr; a++) {
+                    double acc = 0.0;
+                    for (int64_t b = 0; b < Lr; b++) acc += c[a * Lr + b] * x[b];
+                    y[a] = acc;
+                }
+            }
         }
     }
+    const double *iG = in + w->uoff[w->K];
     double *oG = out + w->uoff[w->K];
-    for (int64_t i = 0; i < w->Gsize; i++) oG[i] /= 1.0 + lambda;
+    const double sc = 1.0 / (1.0 + lambda);
+    for (int64_t i = 0; i < w->Gsize; i++) oG[i] = iG[i] * sc;
 }
 
 /* Inexact solve of (J^T J + lambda I) p = -g by PCG; p in w->cx. */
@@ -1615,9 +1709,10 @@ static int run_nls(ws *w, const run_ctx *c, double e0, gbtd_decomp_info *ri)
         jtj_apply(w, w->cx, 0.0, w->cq);
         const double pred = -dot(w->g, w->cx, w->nz) - 0.5 * dot(w->cx, w->cq, w->nz);
         for (int64_t i = 0; i < w->nz; i++) w->z2[i] = w->z[i] + w->cx[i];
+        nls_backup(w, 0);
         set_state(w, w->z2);
         GBTD_CHECK(normalize(w));
-        const double f_new = 0.5 * explicit_err2(w);
+        const double f_new = 0.5 * nls_trial_err2(w, c->o->tol);
         const double rho = pred > 0.0 ? (f - f_new) / pred : -1.0;
         const double e_prev = e;
         int accepted = 0;
@@ -1628,7 +1723,7 @@ static int run_nls(ws *w, const run_ctx *c, double e0, gbtd_decomp_info *ri)
             set_state(w, w->z);
             f = f_new;
             e = sqrt(2.0 * f / w->xn2);
-            nls_evaluate(w);
+            nls_evaluate_from(w, 1);
             const double t3 = 2.0 * rho - 1.0;
             const double shrink = 1.0 - t3 * t3 * t3;
             lambda *= shrink > 1.0 / 3.0 ? shrink : 1.0 / 3.0;
@@ -1636,6 +1731,7 @@ static int run_nls(ws *w, const run_ctx *c, double e0, gbtd_decomp_info *ri)
             accepted = 1;
         } else {
             set_state(w, w->z);
+            nls_backup(w, 1);
             lambda *= nu;
             nu *= 2.0;
         }
@@ -2019,7 +2115,9 @@ double gbtd_btd_iteration_flops(const gbtd_btd *m, gbtd_btd_solver solver)
         }
     }
     if (solver == GBTD_BTD_NLS) {
-        f += 2.0 * numel * sumL[K - 1]; /* explicit residual */
+        /* The trial point's error comes from the first projection, which the gradient then
+         * reuses (nls_trial_err2); the explicit residual, formed only near an exact fit or a
+         * tight tolerance, is not counted. */
     } else {
         /* Factor updates: two triangular solves (2 S^2 I) and the Gramian (S^2 I) per mode. */
         for (int k = 0; k < K; k++) f += 3.0 * sumL[k] * sumL[k] * (double)m->shape[m->modes[k]];

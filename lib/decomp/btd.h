@@ -29,7 +29,10 @@
  *    independent of the size of X; batched into GEMMs over all term pairs for two factored
  *    modes); the gradient costs the same batched projections of X as an ALS sweep (model part
  *    from the Gramians); each step is solved inexactly by CG with a block-Jacobi
- *    preconditioner; trial points are accepted on the explicit residual.
+ *    preconditioner; trial points are accepted on their residual, from the identity
+ *    ||X - T||^2 = ||X||^2 - 2 <X, T> + ||T||^2 with the projection the gradient then reuses
+ *    (formed explicitly where the identity's rounding could matter: near an exact fit or
+ *    under a tight tolerance).
  *  Initialisation: random (normal entries, seeded), deterministic from a truncated HOSVD
  *  whose leading singular vectors are dealt out across the terms, or algebraic (GEVD, the
  *  default: exact for exact data, see gbtd_btd_init); random starts are swamp-prone for BTD.
@@ -183,8 +186,9 @@ int gbtd_btd_refine(const gbtd_tensor *x, gbtd_btd *model, gbtd_btd_info *info,
 /* Floating-point operations of one iteration of `solver` on a model of this layout, counting
  * its level-3 work: the batched projections of X (2 numel(X) sum_r L_{r,k'} per factored mode,
  * k' the mode projected first), for ALS also the factor updates (triangular solves and
- * Gramian, 3 (sum_r L_{r,k})^2 I_k per mode), for NLS also the explicit residual (one more
- * projection-sized GEMM; its CG iterations, whose number varies, are not counted). What
+ * Gramian, 3 (sum_r L_{r,k})^2 I_k per mode); for NLS the projections only (the trial
+ * point's error reuses them; the CG iterations, whose number varies, and an explicit residual
+ * near an exact fit are not counted). What
  * benchmarks divide the seconds per iteration by to report a fraction of the dgemm rate. */
 double gbtd_btd_iteration_flops(const gbtd_btd *m, gbtd_btd_solver solver);
 
