@@ -811,6 +811,58 @@ static void test_alloc_failures(void)
     gbtd_tensor_free(&x);
 }
 
+/* NLS trial errors from the norm identity (lib/decomp/btd.c, nls_trial_err2): on a tensor of
+ * pure noise the relative error stays near 0.9, where the identity is used at the default
+ * tolerance, and LM steps are both accepted and rejected. The reported error must equal the
+ * explicit one and the history must not increase, for the batched two-mode path (conv layout),
+ * three factored modes (pairwise J^T J) and one factored mode. Bound 1e-10 relative: the
+ * identity's rounding at e ~ 0.9 is ~1e3 eps ||X||^2 / (2 e^2 ||X||^2) ~ 1e-13 relative. */
+static void test_nls_identity(void)
+{
+    const int64_t sh0[4] = {3, 3, 12, 14}, sh1[3] = {7, 8, 9}, sh2[3] = {9, 10, 11};
+    const int md0[2] = {2, 3}, md1[3] = {0, 1, 2}, md2[1] = {1};
+    const int64_t L0[2] = {2, 3}, L1[3] = {2, 2, 2}, L2[1] = {1};
+    const char *names[3] = {"conv layout", "three modes", "one mode"};
+    for (int c = 0; c < 3; c++) {
+        const int N = c == 0 ? 4 : 3, K = c == 0 ? 2 : (c == 1 ? 3 : 1);
+        const int64_t *sh = c == 0 ? sh0 : (c == 1 ? sh1 : sh2), *L = c == 0 ? L0 : (c == 1 ? L1 : L2);
+        const int *md = c == 0 ? md0 : (c == 1 ? md1 : md2);
+        gbtd_tensor x;
+        gbtd_tensor_alloc(&x, N, sh);
+        gbtd_rng *rng;
+        gbtd_rng_alloc(77 + (uint64_t)c, &rng);
+        gbtd_tensor_fill_normal(&x, rng, 0.0, 1.0);
+        gbtd_rng_free(rng);
+        int64_t ranks[3 * 3];
+        for (int r = 0; r < 3; r++)
+            for (int k = 0; k < K; k++) ranks[r * K + k] = L[k];
+        gbtd_btd_opts o = gbtd_btd_opts_default();
+        o.solver = GBTD_BTD_NLS;
+        o.init = GBTD_BTD_INIT_RANDOM;
+        o.compress = GBTD_BTD_COMPRESS_OFF;
+        o.max_iter = 12;
+        gbtd_btd est;
+        gbtd_btd_info info;
+        char name[160];
+        snprintf(name, sizeof name, "NLS on noise, %s: runs", names[c]);
+        CHECK_OK(gbtd_btd_decompose(&x, K, md, 3, ranks, &est, &info, &o), name);
+        double e = 2.0;
+        gbtd_btd_relative_error(&x, &est, &e);
+        snprintf(name, sizeof name, "NLS on noise, %s: error in the identity's range", names[c]);
+        CHECK(e > 0.5 && e < 1.0, name);
+        snprintf(name, sizeof name, "NLS on noise, %s: reported error = explicit error", names[c]);
+        CHECK_CLOSE(info.rel_error, e, 0, 1e-10, name);
+        int mono = 1;
+        for (int i = 1; i < info.history_len; i++)
+            mono &= info.error_history[i] <= info.error_history[i - 1] * (1 + 1e-12);
+        snprintf(name, sizeof name, "NLS on noise, %s: error history non-increasing", names[c]);
+        CHECK(mono, name);
+        gbtd_decomp_info_free(&info);
+        gbtd_btd_free(&est);
+        gbtd_tensor_free(&x);
+    }
+}
+
 int main(void)
 {
     gbtd_set_threads(1);
@@ -827,6 +879,7 @@ int main(void)
     test_tucker2();
     test_one_mode();
     test_noise();
+    test_nls_identity();
     test_large_core();
     test_compress();
     test_layouts();
