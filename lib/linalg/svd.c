@@ -75,6 +75,124 @@ static int sym_eig(double *a, int64_t n, double *w)
     return GBTD_OK;
 }
 
+int gbtd_sym_eig_top(double *a, int64_t n, int64_t r, double *evals, double *vecs, int64_t ldv)
+{
+    if (a == NULL || vecs == NULL) return gbtd_error(GBTD_EINVAL, "sym_eig_top: NULL argument");
+    if (n < 1 || r < 1 || r > n)
+        return gbtd_error(GBTD_ERANGE, "sym_eig_top: %lld eigenpairs of a %lld x %lld matrix",
+                          (long long)r, (long long)n, (long long)n);
+    if (ldv < r)
+        return gbtd_error(GBTD_EINVAL, "sym_eig_top: leading dimension %lld < %lld columns",
+                          (long long)ldv, (long long)r);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++)
+            if (!isfinite(a[i * n + j]))
+                return gbtd_error(GBTD_ENONFINITE,
+                                  "sym_eig_top: non-finite matrix entry (%lld, %lld)",
+                                  (long long)i, (long long)j);
+    lapack_int ln = 0, lr = 0;
+    GBTD_CHECK(gbtd_lapack_int(n, &ln));
+    GBTD_CHECK(gbtd_lapack_int(r, &lr));
+    size_t nr, n13;
+    GBTD_CHECK(gbtd_mul_size((size_t)n, (size_t)r, &nr));
+    GBTD_CHECK(gbtd_mul_size((size_t)n, 13, &n13));
+    const size_t nn = (size_t)n;
+    int rc = GBTD_OK;
+    double *work = NULL;
+    lapack_int *iw = NULL;
+    double *d = gbtd_malloc(6 * nn * sizeof(double)); /* d, e, tau, d2, e2, w */
+    double *z = gbtd_malloc(nr * sizeof(double));     /* n x r, column-major */
+    if (!d || !z) {
+        rc = GBTD_ENOMEM;
+        goto done;
+    }
+    double *e = d + nn, *tau = d + 2 * nn, *d2 = d + 3 * nn, *e2 = d + 4 * nn, *w = d + 5 * nn;
+    /* Workspace: dsytrd and dormtr by query, dstein 5n, dstemr 18n (doubles); 10n integers for
+     * dstein / dstemr plus dstein's block description and failure list (n each). */
+    double q1 = 0.0, q2 = 0.0;
+    lapack_int info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', ln, a, ln, d, e, tau, &q1, -1);
+    if (info == 0)
+        info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lr, a, ln, tau, z, ln,
+                                   &q2, -1);
+    if (info != 0) {
+        rc = gbtd_error(GBTD_ENUMERIC, "sym_eig_top: workspace query failed (info %d)",
+                        (int)info);
+        goto done;
+    }
+    double lw = q1 > q2 ? q1 : q2;
+    if (lw < 18.0 * (double)n) lw = 18.0 * (double)n;
+    const lapack_int lwork = (lapack_int)lw;
+    work = gbtd_malloc((size_t)lwork * sizeof(double));
+    iw = gbtd_malloc(n13 * sizeof(lapack_int));
+    if (!work || !iw) {
+        rc = GBTD_ENOMEM;
+        goto done;
+    }
+    lapack_int *iwork = iw, *iblock = iw + 10 * nn, *isplit = iw + 11 * nn,
+               *ifail = iw + 12 * nn;
+    info = LAPACKE_dsytrd_work(LAPACK_COL_MAJOR, 'L', ln, a, ln, d, e, tau, work, lwork);
+    if (info != 0) {
+        rc = gbtd_error(GBTD_ENUMERIC, "sym_eig_top: tridiagonalisation failed (info %d)",
+                        (int)info);
+        goto done;
+    }
+    /* Every eigenvalue, ascending (dsterf deals with a split matrix itself). */
+    memcpy(d2, d, nn * sizeof(double));
+    if (n > 1) memcpy(e2, e, (nn - 1) * sizeof(double));
+    info = LAPACKE_dsterf_work(ln, d2, e2);
+    if (info != 0) {
+        rc = gbtd_error(GBTD_ENUMERIC, "sym_eig_top: eigenvalues did not converge (info %d)",
+                        (int)info);
+        goto done;
+    }
+    if (evals)
+        for (int64_t i = 0; i < n; i++) evals[i] = d2[n - 1 - i];
+    /* Inverse iteration wants one unreduced block: dstebz's splitting test must find nothing. */
+    int split = 0;
+    for (int64_t i = 0; i + 1 < n; i++)
+        if (fabs(e[i]) <= DBL_EPSILON * sqrt(fabs(d[i])) * sqrt(fabs(d[i + 1]))) split = 1;
+    int have = 0;
+    if (!split) {
+        for (int64_t i = 0; i < r; i++) iblock[i] = 1;
+        isplit[0] = ln;
+        info = LAPACKE_dstein_work(LAPACK_COL_MAJOR, ln, d, e, lr, d2 + (n - r), iblock, isplit,
+                                   z, ln, work, iwork, ifail);
+        have = info == 0;
+    }
+    if (!have) {
+        /* MRRR over the wanted index range; its support list (2r integers) reuses iblock and
+         * isplit, which follow each other. */
+        lapack_int m = 0, tryrac = 1;
+        memcpy(d2, d, nn * sizeof(double));
+        if (n > 1) memcpy(e2, e, (nn - 1) * sizeof(double));
+        info = LAPACKE_dstemr_work(LAPACK_COL_MAJOR, 'V', 'I', ln, d2, e2, 0.0, 0.0, ln - lr + 1,
+                                   ln, &m, w, z, ln, lr, iblock, &tryrac, work, lwork, iwork,
+                                   10 * ln);
+        if (info == 0 && m != lr) info = -1000;
+        if (info != 0) {
+            rc = gbtd_error(GBTD_ENUMERIC, "sym_eig_top: eigenvectors failed (info %d)",
+                            (int)info);
+            goto done;
+        }
+    }
+    info = LAPACKE_dormtr_work(LAPACK_COL_MAJOR, 'L', 'L', 'N', ln, lr, a, ln, tau, z, ln, work,
+                               lwork);
+    if (info != 0) {
+        rc = gbtd_error(GBTD_ENUMERIC, "sym_eig_top: back-transformation failed (info %d)",
+                        (int)info);
+        goto done;
+    }
+    /* z column j (ascending order) -> vecs column r - 1 - j. */
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < r; j++) vecs[i * ldv + (r - 1 - j)] = z[i + j * n];
+done:
+    gbtd_free(d);
+    gbtd_free(z);
+    gbtd_free(work);
+    gbtd_free(iw);
+    return rc;
+}
+
 /* Make the entry of largest magnitude of column c of the rows x cols matrix u positive. */
 static void fix_sign(double *u, int64_t rows, int64_t cols, int64_t c)
 {
@@ -186,17 +304,20 @@ int gbtd_leading_singular_vectors(const gbtd_tensor *x, int mode, int64_t rank,
     if (rc != GBTD_OK) goto done;
     rc = gbtd_tensor_check_finite(&g, "leading_singular_vectors: Gram matrix of X");
     if (rc != GBTD_OK) goto done;
-    rc = sym_eig(g.data, n, w);
-    if (rc != GBTD_OK) goto done;
-
     double *u = u_out->data;
     if (!small_side) {
-        /* Eigenvector k is row k of g; the largest eigenvalues come last. */
-        for (int64_t c = 0; c < rank; c++) {
-            const double *v = g.data + (n - 1 - c) * n;
-            for (int64_t i = 0; i < i_n; i++) u[i * rank + c] = v[i];
+        /* Only the wanted eigenvectors (gbtd_sym_eig_top), straight into U; all eigenvalues,
+         * decreasing, into w. */
+        rc = gbtd_sym_eig_top(g.data, n, rank, w, u, rank);
+        if (rc != GBTD_OK) goto done;
+        for (int64_t c = 0; c < n / 2; c++) { /* ascending, as the other path leaves them */
+            const double t = w[c];
+            w[c] = w[n - 1 - c];
+            w[n - 1 - c] = t;
         }
     } else {
+        rc = sym_eig(g.data, n, w);
+        if (rc != GBTD_OK) goto done;
         /* u_c = X_(n) v_c / sigma_c for the nonzero singular values, then a completion. */
         const double lmax = n > 0 ? w[n - 1] : 0.0;
         const double tol = (double)i_n * DBL_EPSILON * lmax; /* below this, sigma^2 is noise */

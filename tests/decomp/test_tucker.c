@@ -470,6 +470,116 @@ static void test_eigen_paths(void)
     gbtd_tensor_free(&x);
 }
 
+/* gbtd_sym_eig_top (lib/linalg/svd.c, the eigensolver of the BTD start and of
+ * gbtd_leading_singular_vectors): A = Q diag(lambda) Q^T with a known spectrum. Checks: all
+ * eigenvalues (decreasing) to 1e-12 ||A|| (backward-stable tridiagonal QR: O(n eps ||A||)),
+ * residuals ||A v - lambda v|| <= 1e-12 ||A|| and orthonormality 1e-12 for the r vectors, the
+ * span of the r leading columns of Q (gap >= 1 against ||A|| = 40: angle ~ n eps ||A|| / gap),
+ * on the unreduced path (random Q, with a double eigenvalue inside the wanted range), on a
+ * diagonal A (split tridiagonal: MRRR), with r = n, and every error path. */
+static void test_sym_eig_top(void)
+{
+    const int64_t n = 40, r = 9;
+    gbtd_tensor q, a, v, qs;
+    gbtd_matrix_alloc(&q, n, n);
+    gbtd_matrix_alloc(&a, n, n);
+    gbtd_matrix_alloc(&v, n, n);
+    double lam[40], ev[40];
+    for (int64_t i = 0; i < n; i++) lam[i] = 40.0 - (double)i; /* 40, 39, ..., 1 */
+    lam[3] = lam[2];                                              /* a double eigenvalue */
+    for (int variant = 0; variant < 3; variant++) {
+        const int64_t rr = variant == 2 ? n : r;
+        if (variant == 1) {
+            gbtd_tensor_fill(&q, 0.0);
+            for (int64_t i = 0; i < n; i++) q.data[i * n + (n - 1 - i)] = 1.0; /* diagonal A */
+        } else {
+            gbtd_tensor_fill_normal(&q, rng, 0.0, 1.0);
+            gbtd_tc_orthonormalize(&q);
+        }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double s = 0.0;
+                for (int64_t k = 0; k < n; k++) s += q.data[i * n + k] * lam[k] * q.data[j * n + k];
+                a.data[i * n + j] = s;
+            }
+        gbtd_tensor work;
+        gbtd_tensor_clone(&work, &a);
+        for (int64_t i = 0; i < n; i++) /* only the upper triangle may be read */
+            for (int64_t j = 0; j < i; j++) work.data[i * n + j] = NAN;
+        const char *vn[3] = {"random Q", "diagonal A (split)", "r = n"};
+        char name[128];
+        snprintf(name, sizeof name, "sym_eig_top, %s: runs", vn[variant]);
+        CHECK_OK(gbtd_sym_eig_top(work.data, n, rr, ev, v.data, n), name);
+        double de = 0.0, res = 0.0, orth = 0.0;
+        for (int64_t i = 0; i < n; i++) de = fmax(de, fabs(ev[i] - lam[i]));
+        for (int64_t c = 0; c < rr; c++) {
+            for (int64_t i = 0; i < n; i++) {
+                double s = 0.0;
+                for (int64_t k = 0; k < n; k++) s += a.data[i * n + k] * v.data[k * n + c];
+                res = fmax(res, fabs(s - ev[c] * v.data[i * n + c]));
+            }
+            for (int64_t d = 0; d <= c; d++) {
+                double s = 0.0;
+                for (int64_t i = 0; i < n; i++) s += v.data[i * n + c] * v.data[i * n + d];
+                orth = fmax(orth, fabs(s - (c == d ? 1.0 : 0.0)));
+            }
+        }
+        snprintf(name, sizeof name, "sym_eig_top, %s: all eigenvalues, decreasing", vn[variant]);
+        CHECK_LE(de, 1e-12 * 40.0, name);
+        snprintf(name, sizeof name, "sym_eig_top, %s: residuals of the r pairs", vn[variant]);
+        CHECK_LE(res, 1e-12 * 40.0, name);
+        snprintf(name, sizeof name, "sym_eig_top, %s: orthonormal vectors", vn[variant]);
+        CHECK_LE(orth, 1e-12, name);
+        gbtd_matrix_alloc(&qs, n, r);
+        gbtd_tensor vr;
+        gbtd_matrix_alloc(&vr, n, r);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = 0; k < r; k++) {
+                qs.data[i * r + k] = q.data[i * n + k];
+                vr.data[i * r + k] = v.data[i * n + k];
+            }
+        double sa = 1.0;
+        gbtd_subspace_sin_angle(&qs, &vr, &sa);
+        snprintf(name, sizeof name, "sym_eig_top, %s: leading subspace", vn[variant]);
+        CHECK_LE(sa, 1e-12, name);
+        gbtd_tensor_free(&qs);
+        gbtd_tensor_free(&vr);
+        gbtd_tensor_free(&work);
+    }
+    /* Error paths. */
+    CHECK_STATUS(gbtd_sym_eig_top(a.data, n, n + 1, NULL, v.data, n + 1), GBTD_ERANGE,
+                 "sym_eig_top: r > n refused");
+    CHECK_STATUS(gbtd_sym_eig_top(a.data, n, 0, NULL, v.data, n), GBTD_ERANGE,
+                 "sym_eig_top: r = 0 refused");
+    CHECK_STATUS(gbtd_sym_eig_top(a.data, n, r, NULL, v.data, r - 1), GBTD_EINVAL,
+                 "sym_eig_top: leading dimension < r refused");
+    CHECK_STATUS(gbtd_sym_eig_top(NULL, n, r, NULL, v.data, r), GBTD_EINVAL,
+                 "sym_eig_top: NULL matrix refused");
+    a.data[5 * n + 7] = INFINITY;
+    CHECK_STATUS(gbtd_sym_eig_top(a.data, n, r, NULL, v.data, r), GBTD_ENONFINITE,
+                 "sym_eig_top: Inf entry refused");
+    /* Every allocation failure gives ENOMEM and leaks nothing. */
+    int ok_all = 1, reached = 0;
+    check_alloc_install();
+    for (long k = 0; k < 20 && !reached; k++) {
+        gbtd_tensor_fill(&a, 0.0);
+        for (int64_t i = 0; i < n; i++) a.data[i * n + i] = lam[i] + 0.01 * (double)(i % 3);
+        for (int64_t i = 0; i + 1 < n; i++) a.data[i * n + i + 1] = 0.5;
+        const long live = check_alloc_live();
+        check_alloc_fail_after(k);
+        const int rc = gbtd_sym_eig_top(a.data, n, r, NULL, v.data, n);
+        check_alloc_fail_after(-1);
+        if (rc == GBTD_OK) reached = 1;
+        else ok_all &= rc == GBTD_ENOMEM;
+        ok_all &= check_alloc_live() == live;
+    }
+    gbtd_set_allocator(NULL);
+    CHECK(ok_all && reached, "sym_eig_top: every allocation failure -> ENOMEM, no leak");
+    gbtd_tensor_free(&q);
+    gbtd_tensor_free(&a);
+    gbtd_tensor_free(&v);
+}
+
 int main(void)
 {
     gbtd_rng_alloc(12345, &rng);
@@ -478,6 +588,7 @@ int main(void)
     test_planted();
     test_partial();
     test_eigen_paths();
+    test_sym_eig_top();
     test_error_target();
     test_stopping();
     test_errors();
