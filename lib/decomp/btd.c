@@ -18,6 +18,7 @@
 #include "core/status.h"
 #include "decomp/btd.h"
 #include "decomp/btd_internal.h"
+#include "linalg/linalg.h"
 
 #undef I /* <complex.h>, pulled in by LAPACKE, defines I; here it is a size */
 
@@ -1203,35 +1204,28 @@ static void random_factors(ws *w, gbtd_rng *rng)
 }
 
 /* Leading `count` left singular vectors of the mode-`mode` unfolding of x (contiguous, shape
- * sh), from the eigenvectors of the Gram matrix, into out (I x count, leading dimension ldo). */
+ * sh), from the eigenvectors of the Gram matrix (upper triangle by SYRK; only the `count`
+ * wanted eigenvectors computed, gbtd_sym_eig_top), into out (I x count, leading dimension
+ * ldo). */
 static int leading_vectors(const double *x, int N, const int64_t *sh, int mode, int64_t count,
                            double *out, int64_t ldo)
 {
     const int64_t I = sh[mode];
+    if (count < 1) return GBTD_OK;
     int64_t P, Q;
     prod_around(sh, N, mode, &P, &Q);
     double *gm = gbtd_malloc((size_t)(I * I) * sizeof(double));
-    double *ev = gbtd_malloc((size_t)I * sizeof(double));
-    if (gm == NULL || ev == NULL) {
-        gbtd_free(gm);
-        gbtd_free(ev);
-        return GBTD_ENOMEM;
-    }
+    if (gm == NULL) return GBTD_ENOMEM;
     if (Q == 1)
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)I, (blasint)I, (blasint)P,
-                    1.0, x, (blasint)I, x, (blasint)I, 0.0, gm, (blasint)I);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)I, (blasint)P, 1.0, x,
+                    (blasint)I, 0.0, gm, (blasint)I);
     else
         for (int64_t p = 0; p < P; p++)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)I, (blasint)I,
-                        (blasint)Q, 1.0, x + p * I * Q, (blasint)Q, x + p * I * Q, (blasint)Q,
-                        p ? 1.0 : 0.0, gm, (blasint)I);
-    const int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'U', (lapack_int)I, gm, (lapack_int)I, ev);
-    if (info == 0)
-        for (int64_t col = 0; col < count && col < I; col++)
-            for (int64_t i = 0; i < I; i++) out[i * ldo + col] = gm[i * I + (I - 1 - col)];
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)I, (blasint)Q, 1.0,
+                        x + p * I * Q, (blasint)Q, p ? 1.0 : 0.0, gm, (blasint)I);
+    const int rc = gbtd_sym_eig_top(gm, I, count < I ? count : I, NULL, out, ldo);
     gbtd_free(gm);
-    gbtd_free(ev);
-    if (info != 0) return gbtd_error(GBTD_ENUMERIC, "btd: eigensolver failed in the start");
+    if (rc != GBTD_OK) return gbtd_error(rc, "btd: eigensolver failed in the start");
     return GBTD_OK;
 }
 
