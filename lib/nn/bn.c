@@ -12,14 +12,15 @@
 #endif
 
 /* Eight-way partial sums let the compiler vectorise reductions without -ffast-math. */
-static float plane_sum_generic(const float *x, int64_t len)
+/* Sum of x - pivot over a plane (pivot 0: the plain sum). */
+static float plane_sum_generic(const float *x, int64_t len, float pivot)
 {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
     for (; i + 8 <= len; i += 8)
-        for (int j = 0; j < 8; j++) a[j] += x[i + j];
+        for (int j = 0; j < 8; j++) a[j] += x[i + j] - pivot;
     float t = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-    for (; i < len; i++) t += x[i];
+    for (; i < len; i++) t += x[i] - pivot;
     return t;
 }
 
@@ -98,7 +99,9 @@ static void plane_dx_generic(const float *xs, const float *ys, const float *ds, 
 }
 
 #ifdef BN_X86
-/* AVX2 twins: eight lanes summed in the same order as the portable eight-way partial sums. */
+/* AVX2 twins, bit for bit equal to the portable loops: eight lanes summed in the same order as
+ * the eight-way partial sums, and separate multiplies and adds (no FMA) in the same order, so
+ * the ReLU masks and every statistic do not depend on the instruction set. */
 __attribute__((target("avx2,fma"))) static float lanes_sum(__m256 v)
 {
     float a[8];
@@ -106,13 +109,15 @@ __attribute__((target("avx2,fma"))) static float lanes_sum(__m256 v)
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-__attribute__((target("avx2,fma"))) static float plane_sum_avx2(const float *x, int64_t len)
+__attribute__((target("avx2,fma"))) static float plane_sum_avx2(const float *x, int64_t len,
+                                                                 float pivot)
 {
+    const __m256 pv = _mm256_set1_ps(pivot);
     __m256 a = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 8 <= len; i += 8) a = _mm256_add_ps(a, _mm256_loadu_ps(x + i));
+    for (; i + 8 <= len; i += 8) a = _mm256_add_ps(a, _mm256_sub_ps(_mm256_loadu_ps(x + i), pv));
     float t = lanes_sum(a);
-    for (; i < len; i++) t += x[i];
+    for (; i < len; i++) t += x[i] - pivot;
     return t;
 }
 
@@ -124,7 +129,7 @@ __attribute__((target("avx2,fma"))) static float plane_sq_dev_avx2(const float *
     int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
         const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), m);
-        a = _mm256_fmadd_ps(d, d, a);
+        a = _mm256_add_ps(a, _mm256_mul_ps(d, d));
     }
     float t = lanes_sum(a);
     for (; i < len; i++) t += (x[i] - mu) * (x[i] - mu);
@@ -144,7 +149,7 @@ __attribute__((target("avx2,fma"))) static void plane_bwd_sums_avx2(const float 
         __m256 g = _mm256_loadu_ps(dy + i);
         if (y) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(y + i), z, _CMP_GT_OQ));
         a = _mm256_add_ps(a, g);
-        b = _mm256_fmadd_ps(g, _mm256_sub_ps(_mm256_loadu_ps(x + i), m), b);
+        b = _mm256_add_ps(b, _mm256_mul_ps(g, _mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
     }
     float ta = lanes_sum(a), tb = lanes_sum(b);
     for (; i < len; i++) {
@@ -162,7 +167,7 @@ __attribute__((target("avx2,fma"))) static void apply_avx2(const float *x, float
     const __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), z = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
-        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), sc, sh);
+        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sc), sh);
         if (relu) v = _mm256_max_ps(v, z);
         _mm256_storeu_ps(y + i, v);
     }
@@ -183,20 +188,23 @@ __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, c
     for (; i + 8 <= len; i += 8) {
         __m256 g = _mm256_loadu_ps(ds + i);
         if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys + i), z, _CMP_GT_OQ));
-        __m256 v = _mm256_fmadd_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs + i), m), vk);
-        v = _mm256_fmadd_ps(va, g, v);
+        /* o + ((a g + bx (x - mu)) + k), the portable loop's order */
+        const __m256 v = _mm256_add_ps(
+            _mm256_add_ps(_mm256_mul_ps(va, g),
+                          _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs + i), m))),
+            vk);
         _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), v));
     }
     if (i < len) plane_dx_generic(xs + i, ys ? ys + i : NULL, ds + i, o + i, len - i, mu, a, bx, k);
 }
 #endif
 
-static float plane_sum(const float *x, int64_t len)
+static float plane_sum(const float *x, int64_t len, float pivot)
 {
 #ifdef BN_X86
-    if (nn_have_avx2()) return plane_sum_avx2(x, len);
+    if (nn_have_avx2()) return plane_sum_avx2(x, len, pivot);
 #endif
-    return plane_sum_generic(x, len);
+    return plane_sum_generic(x, len, pivot);
 }
 
 static float plane_sq_dev(const float *x, int64_t len, float mu)
@@ -257,20 +265,16 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
     if (!(eps > 0.0f)) return gbtd_error(GBTD_EINVAL, "%s: eps = %g must be > 0", fn, (double)eps);
 #pragma omp parallel for schedule(dynamic, 2)
     for (int64_t c = 0; c < C; c++) {
-        /* One pass over memory: each plane (in L1 after its first read) gets its own mean and
-         * sum of squared deviations, and the planes are merged in double with Chan's update
-         * (mean += d nb / (na + nb), M2 += M2b + d^2 na nb / (na + nb), d = mean_b - mean),
-         * which never subtracts two large sums of squares. */
-        double mu = 0.0, sq = 0.0;
-        for (int64_t n = 0; n < N; n++) {
-            const float *xp = x + (n * C + c) * HW;
-            const double pm = (double)plane_sum(xp, HW) / (double)HW;
-            /* the float mean's rounding shifts the plane's M2 by HW (pm - (float)pm)^2: negligible */
-            const double pq = (double)plane_sq_dev(xp, HW, (float)pm);
-            const double na = (double)(n * HW), nb = (double)HW, d = pm - mu;
-            mu += d * nb / (na + nb);
-            sq += pq + d * d * na * nb / (na + nb);
-        }
+        /* Two passes: the mean, then squared deviations from it (no cancellation). A single
+         * pass merging per-plane statistics saves one read of x, but moves the rounding of the
+         * statistics; the whole-net PyTorch checks, whose float64 reference does not guard the
+         * ReLU kinks, flip at such changes, so the statistics stay as the portable loops had them. */
+        double sum = 0.0;
+        for (int64_t n = 0; n < N; n++) sum += (double)plane_sum(x + (n * C + c) * HW, HW, 0.0f);
+        const double mu = sum / (double)m;
+        double sq = 0.0;
+        for (int64_t n = 0; n < N; n++) sq += plane_sq_dev(x + (n * C + c) * HW, HW, (float)mu);
+        /* The float mean's rounding error shifts sq by m (mu - (float)mu)^2: negligible. */
         const double var = sq / (double)m;
         const double r = 1.0 / sqrt(var + (double)eps);
         const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;

@@ -392,6 +392,13 @@ static void conv_grp_cases(void)
         {2, 8, 5, 5, 8, 1, 2, 0, 2, 1},       /* grouped 1x1 stride 2 */
         {2, 8, 12, 11, 8, 3, 5, 1, 2, 1},     /* grouped stride 5: im2col + small GEMMs */
         {1, 4, 10, 10, 6, 9, 1, 4, 2, 0},     /* grouped 9x9 (81 taps): im2col + small GEMMs */
+        /* the layers of a CIFAR ResNeXt-29 8x4d on 16x16 inputs, batch 4 */
+        {4, 1, 16, 16, 32, 3, 1, 1, 1, 0},    /* stem */
+        {4, 32, 16, 16, 32, 3, 1, 1, 8, 0},   /* grouped 3x3 */
+        {4, 64, 16, 16, 64, 3, 2, 1, 8, 0},   /* grouped 3x3, stride 2 */
+        {4, 32, 16, 16, 128, 1, 1, 0, 1, 0},  /* 1x1 expand */
+        {4, 128, 16, 16, 256, 1, 2, 0, 1, 0}, /* 1x1 projection, stride 2 */
+        {4, 64, 16, 16, 256, 1, 2, 0, 1, 0},  /* 1x1 projection, stride 2, 64 channels */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const cs *c = &cases[i];
@@ -510,8 +517,8 @@ static void bn_vs_ref(gbtd_bn_shape s, int relu)
 }
 
 /* Batch statistics of data far from zero (mean 1000, standard deviation ~0.6): a one-pass
- * sum-of-squares formula would lose every digit of the variance in float; the per-plane merge must
- * keep rstd within the same L = hw/8 + 16 roundings (relative) as for centred data. */
+ * sum-of-squares formula would lose every digit of the variance in float; the kernel must keep
+ * rstd within the same L = hw/8 + 16 roundings (relative) as for centred data. */
 static void bn_offset_stats(void)
 {
     const gbtd_bn_shape s = {6, 3, 50};
@@ -738,7 +745,7 @@ int main(void)
     conv_vs_ref(gbtd_conv2d_shape_make(5, 8, 7, 6, 8, 3, 1, 1, 2), 1);
     conv_vs_ref(gbtd_conv2d_shape_make(3, 6, 9, 9, 8, 3, 2, 1, 1), 0);
     gbtd_set_threads(2);
-    gbtd_bn_shape bss[] = {{4, 3, 49}, {2, 5, 1}, {16, 2, 50}, {3, 4, 196}};
+    gbtd_bn_shape bss[] = {{4, 3, 49}, {2, 5, 1}, {16, 2, 50}, {3, 4, 196}, {4, 32, 256}, {4, 16, 16}};
     for (size_t i = 0; i < sizeof bss / sizeof bss[0]; i++) {
         bn_vs_ref(bss[i], 0);
         bn_vs_ref(bss[i], 1);
