@@ -20,6 +20,7 @@ typedef struct cru_cli_opts {
     bool extra, act, fold;
     const char *data, *dir, *norm;
     int64_t limit;             /* test images evaluated (0: all) */
+    int64_t bn_images;         /* training images for batch-norm re-estimation (0: none) */
     bool json, quiet;
     int threads;
     uint64_t seed;
@@ -33,7 +34,8 @@ typedef struct cru_run {
     bool have_data;
     bool imnet;                /* ImageNet normalisation (the CIFAR safetensors models) */
     double acc_src, acc_cru;   /* test top-1 in [0, 1], -1 when not measured */
-    double t_factor, t_eval;
+    double acc_raw;            /* CRU-Net top-1 before batch-norm re-estimation (-1: none) */
+    double t_factor, t_eval, t_bn;
 } cru_run;
 
 void cru_cli_opts_default(cru_cli_opts *o);

@@ -316,7 +316,8 @@ static void cru_demo_help(FILE *f)
     fprintf(f,
             "usage: gbtd demo [--weights FILE] [--data fashion-mnist|cifar10] [--data-dir DIR]\n"
             "                 [--arch SPEC] [--epochs N] [--steps N] [--stages S,S] [--budget F]\n"
-            "                 [--ft-epochs N] [--ft-steps N] [--new-first N] [--distill] [--lr X]\n"
+            "                 [--ft-epochs N] [--ft-steps N] [--new-first N] [--no-distill] [--lr X]\n"
+            "                 [--terms R] [--bn-images N]\n"
             "                 [--limit N] [--seed N] [--threads N] [--json] [--quiet]\n"
             "       gbtd demo --tensors ...   (the tensor-operations demo; --tensors --help)\n\n"
             "The CRU pipeline end to end: (1) train a small bottleneck ResNet on Fashion-MNIST\n"
@@ -330,9 +331,13 @@ static void cru_demo_help(FILE *f)
             "  --epochs N       source training epochs (default 1); --steps N caps each (400)\n"
             "  --stages S,S     stages to factor (default 2,3)\n"
             "  --budget F       fraction of the stages' conv parameters kept (default 0.5)\n"
-            "  --ft-epochs N    fine-tuning epochs (default 1); --ft-steps N caps each (200)\n"
-            "  --new-first N    epochs training only the new layers first (default 0)\n"
-            "  --distill        distil from the source network (softened logits, T = 4, a = 0.5)\n"
+            "  --terms R        block terms of the collective BTD (default 4)\n"
+            "  --bn-images N    training images for re-estimating batch norm after building\n"
+            "                   (default 2000; 0: none)\n"
+            "  --ft-epochs N    fine-tuning epochs (default 2); --ft-steps N caps each (150)\n"
+            "  --new-first N    epochs training only the new layers first (default 1)\n"
+            "  --no-distill     no distillation (default: from the source network, softened\n"
+            "                   logits, T = 4, a = 0.5)\n"
             "  --limit N        test images evaluated (default 2000)\n");
 }
 
@@ -365,10 +370,12 @@ static int demo_cru(int argc, char **argv)
     cru_cli_opts o;
     cru_cli_opts_default(&o);
     const char *weights = NULL, *arch = CRU_DEMO_SPEC;
-    long long epochs = 1, steps = 400, ft_epochs = 1, ft_steps = 200, new_first = 0;
+    long long epochs = 1, steps = 400, ft_epochs = 2, ft_steps = 150, new_first = 1;
     double lr = -1;
-    bool distill = false;
+    bool distill = true;
     o.budget = 0.5;
+    o.terms = 4;
+    o.bn_images = 2000;
     o.stages[0] = 2;
     o.stages[1] = 3;
     o.nstages = 2;
@@ -389,6 +396,7 @@ static int demo_cru(int argc, char **argv)
         if (!strcmp(a, "--weights") && has) weights = argv[++i];
         else if (!strcmp(a, "--arch") && has) arch = argv[++i];
         else if (!strcmp(a, "--distill")) distill = true;
+        else if (!strcmp(a, "--no-distill")) distill = false;
         else if (!strcmp(a, "--lr") && has) {
             if (!cli_parse_double("demo", a, argv[++i], &lr) || !(lr > 0))
                 return cli_usage_error("demo", "--lr must be > 0");
@@ -532,8 +540,12 @@ static int demo_cru(int argc, char **argv)
         printf("\n%-34s %12s %12s %10s\n", "", "parameters", "test top-1", "time (s)");
         printf("%-34s %12lld %11.2f%% %10.1f\n", weights ? "source (loaded)" : "source (trained)",
                (long long)r.src.nparams, 100 * r.acc_src, t_train);
-        printf("%-34s %12lld %11.2f%% %10.1f\n", "CRU-Net before fine-tuning",
-               (long long)r.cru.nparams, 100 * r.acc_cru, t_compress);
+        if (r.acc_raw >= 0)
+            printf("%-34s %12lld %11.2f%% %10.1f\n", "CRU-Net as built",
+                   (long long)r.cru.nparams, 100 * r.acc_raw, t_compress - r.t_bn);
+        printf("%-34s %12lld %11.2f%% %10.1f\n",
+               r.acc_raw >= 0 ? "CRU-Net, batch norm re-estimated" : "CRU-Net before fine-tuning",
+               (long long)r.cru.nparams, 100 * r.acc_cru, r.acc_raw >= 0 ? r.t_bn : t_compress);
         printf("%-34s %12lld %11.2f%% %10.1f\n", "CRU-Net after fine-tuning",
                (long long)r.cru.nparams, 100 * acc_ft, t_ft);
         printf("factored stages: conv parameters %lld -> %lld (%.1f %%); total time %.1f s\n",

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cru/build.h"
 #include "gbtd.h"
 #include "io/io.h"
 #include "nn/arch.h"
@@ -87,7 +88,8 @@ int cmd_eval(int argc, char **argv)
         rc = gbtd_error(GBTD_EINVAL, "%s: --arch is for safetensors files", file);
     } else {
         nn_cli_spec_for_data(spec, &te, full, sizeof full);
-        rc = gbtd_net_from_spec(full, &net);
+        /* CRU-Net checkpoints carry "source spec|stage layout|..." (cru/build.h) */
+        rc = ckpt ? gbtd_cru_net_from_spec(full, &net) : gbtd_net_from_spec(full, &net);
     }
     if (!rc && !recognise) rc = ckpt ? gbtd_checkpoint_load(file, &net, NULL, NULL)
                                      : gbtd_net_load_safetensors(&net, file);

@@ -78,6 +78,9 @@ int cru_cli_parse(const char *cmd, int argc, char **argv, int *i, cru_cli_opts *
     } else if (!strcmp(a, "--limit") && has) {
         if (!cli_parse_int(cmd, "--limit", argv[++*i], 1, 1LL << 40, &v)) return -1;
         o->limit = v;
+    } else if (!strcmp(a, "--bn-images") && has) {
+        if (!cli_parse_int(cmd, "--bn-images", argv[++*i], 0, 1LL << 40, &v)) return -1;
+        o->bn_images = v;
     } else if (!strcmp(a, "--json")) {
         o->json = true;
     } else if (!strcmp(a, "--quiet")) {
@@ -175,6 +178,7 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
     r->t_factor = cli_now() - t0;
     int rc = gbtd_cru_build(&r->src, r->st, r->nstages, &r->cru);
     if (rc) return cli_fail(cmd, rc, "cannot build the CRU-Net");
+    r->acc_raw = -1;
     if (r->have_data) {
         t0 = cli_now();
         if (!o->quiet) fprintf(stderr, "evaluating source and CRU-Net on %lld test images ...\n",
@@ -184,14 +188,40 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
         if (rc) return cli_fail(cmd, rc, "evaluation failed");
         r->t_eval = cli_now() - t0;
     }
+    if (o->bn_images > 0 && r->tr.n > 0) {
+        t0 = cli_now();
+        if (!o->quiet)
+            fprintf(stderr, "re-estimating batch-norm statistics on %lld training images ...\n",
+                    (long long)(o->bn_images < r->tr.n ? o->bn_images : r->tr.n));
+        const float *m, *s;
+        cru_cli_norm(r, &m, &s);
+        rc = gbtd_cru_bn_reestimate(&r->cru, &r->tr, o->bn_images, 128, m, s, o->seed);
+        /* --act: the new BN-ReLU layers pass their input on (plus a constant that the member's
+         * own batch norm removes), then every batch norm is re-estimated once more */
+        for (int k = 1; k <= 2 && o->act && !rc; k++) { /* twice: each layer's input moves */
+            rc = gbtd_cru_act_passthrough(&r->cru, 3.0, NULL);
+            if (!rc) rc = gbtd_cru_bn_reestimate(&r->cru, &r->tr, o->bn_images, 128, m, s, o->seed + k);
+        }
+        if (rc) return cli_fail(cmd, rc, "batch-norm re-estimation failed");
+        r->t_bn = cli_now() - t0;
+        if (r->have_data) {
+            r->acc_raw = r->acc_cru;
+            t0 = cli_now();
+            rc = cru_cli_eval(&r->cru, r, o->limit, &r->acc_cru);
+            if (rc) return cli_fail(cmd, rc, "evaluation failed");
+            r->t_eval += cli_now() - t0;
+        }
+    }
     return 0;
 }
 
 int cru_cli_compress(const char *cmd, const char *file, const cru_cli_opts *o, cru_run *r)
 {
     memset(r, 0, sizeof *r);
+    if (o->bn_images > 0 && !o->data)
+        return cli_usage_error(cmd, "--bn-images needs --data (the training images)");
     if (o->data) {
-        int st = nn_cli_load_data(cmd, o->data, o->dir, NULL, &r->te);
+        int st = nn_cli_load_data(cmd, o->data, o->dir, o->bn_images > 0 ? &r->tr : NULL, &r->te);
         if (st) return st;
         r->have_data = true;
     }
@@ -239,9 +269,10 @@ void cru_cli_print(const cru_cli_opts *o, const cru_run *r, const char *file, co
                    (long long)st->indep_params, st->indep_rank ? st->indep_error : -1.0,
                    st->seconds);
         }
-        printf("], \"top1_source\": %.4f, \"top1_cru\": %.4f, \"seconds_factor\": %.3f",
+        printf("], \"top1_source\": %.4f, \"top1_cru\": %.4f, \"top1_cru_no_bn_reestimation\": "
+               "%.4f, \"bn_images\": %lld, \"seconds_factor\": %.3f",
                r->acc_src >= 0 ? 100 * r->acc_src : -1.0, r->acc_cru >= 0 ? 100 * r->acc_cru : -1.0,
-               r->t_factor);
+               r->acc_raw >= 0 ? 100 * r->acc_raw : -1.0, (long long)o->bn_images, r->t_factor);
         if (json_extra) printf(", %s", json_extra);
         printf("}\n");
         return;
@@ -266,5 +297,8 @@ void cru_cli_print(const cru_cli_opts *o, const cru_run *r, const char *file, co
     if (r->acc_src >= 0)
         printf("test top-1          source %.2f %%, CRU-Net before fine-tuning %.2f %%\n",
                100 * r->acc_src, 100 * r->acc_cru);
+    if (r->acc_raw >= 0)
+        printf("                    (%.2f %% before re-estimating batch norm on %lld images)\n",
+               100 * r->acc_raw, (long long)o->bn_images);
     if (out) printf("wrote %s\n", out);
 }

@@ -1,6 +1,7 @@
 /* The CRU-Net from a source network and its factored stages; specs; source weights files. */
 #include "cru/build.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +113,44 @@ static int emit_copy_(ctx *c, const gbtd_net *src, int l)
     return GBTD_OK;
 }
 
+/* Gain balancing of term r of group g. A term's factors are determined up to scalars
+ * (A_r a, G_r b, B_r / (a b)) and the solvers leave them unbalanced (HOOI: orthonormal A and
+ * B, the whole magnitude in G; ALS: arbitrary). In the network that makes plain SGD unstable:
+ * the gradient of one layer of the chain scales with the others' magnitudes. The gain of a
+ * layer's block, rms(weights) sqrt(fan_in) (1 for He-like weights), is made the same for
+ * conv_a, conv_b and every member's conv_d (the geometric mean of the three, the d gain taken
+ * over all the group's members); the product, hence the computed function, is unchanged. */
+static void balance_term_(const ctx *c, const gbtd_cru_stage *st, int si, int g, int64_t r,
+                          float *wa, float *wb)
+{
+    const gbtd_net *net = c->net;
+    const int64_t R = st->terms, ri = st->rank_in, ro = st->rank_out, ci = st->c_in,
+                  co = st->c_out, kk = st->kh * st->kw;
+    double sa = 0, sb = 0, sd = 0;
+    for (int64_t i = r * ri * ci; i < (r + 1) * ri * ci; i++) sa += (double)wa[i] * wa[i];
+    for (int64_t i = r * ro * ri * kk; i < (r + 1) * ro * ri * kk; i++) sb += (double)wb[i] * wb[i];
+    const int m0 = st->group_start[g], m1 = st->group_start[g + 1];
+    for (int m = m0; m < m1; m++) {
+        const float *wd = net->params + net->layers[c->own[c->own_base[si] + m][1]].w;
+        for (int64_t o = 0; o < co; o++)
+            for (int64_t b = r * ro; b < (r + 1) * ro; b++)
+                sd += (double)wd[o * R * ro + b] * wd[o * R * ro + b];
+    }
+    const double ga = sqrt(sa / (double)(ri * ci) * (double)ci),
+                 gb = sqrt(sb / (double)(ro * ri * kk) * (double)(ri * kk)),
+                 gd = sqrt(sd / (double)((m1 - m0) * co * ro) * (double)(R * ro));
+    if (!(ga > 0) || !(gb > 0) || !(gd > 0) || !isfinite(ga * gb * gd)) return;
+    const double t = cbrt(ga * gb * gd);
+    const float fa = (float)(t / ga), fb = (float)(t / gb), fd = (float)(t / gd);
+    for (int64_t i = r * ri * ci; i < (r + 1) * ri * ci; i++) wa[i] *= fa;
+    for (int64_t i = r * ro * ri * kk; i < (r + 1) * ro * ri * kk; i++) wb[i] *= fb;
+    for (int m = m0; m < m1; m++) {
+        float *wd = net->params + net->layers[c->own[c->own_base[si] + m][1]].w;
+        for (int64_t o = 0; o < co; o++)
+            for (int64_t b = r * ro; b < (r + 1) * ro; b++) wd[o * R * ro + b] *= fd;
+    }
+}
+
 /* Write the factors of stage st into the new net. */
 static void write_factors_(const ctx *c, const gbtd_cru_stage *st, int si)
 {
@@ -154,6 +193,7 @@ static void write_factors_(const ctx *c, const gbtd_cru_stage *st, int si)
                             (float)(B->data[(l * co + o) * B->stride[0] + b * B->stride[1]] /
                                     (double)s[o]);
             }
+            balance_term_(c, st, si, g, r, wa, wb);
         }
     }
 }

@@ -56,6 +56,28 @@ bool gbtd_cru_entry_is_new(const gbtd_net_entry *e);
  * loading errors. */
 int gbtd_cru_load_net(const char *path, int in_c, int in_h, int in_w, gbtd_net *out);
 
+/* ---- batch-norm re-estimation ---------------------------------------------------------- */
+
+/* Recompute the running mean and variance of every batch norm of net from `images` training
+ * images of d (0: all), in batches of `batch` (0: 128), shuffled with `seed`, normalised with
+ * mean/std (NULL: the data set's constants, else its statistics): the running statistics
+ * become the average over the batches of the batch statistics (each layer's momentum is set
+ * to 1/k for the k-th batch and restored afterwards). Parameters are not changed. After
+ * replacing convolutions by factored ones, the batch norms that follow see other statistics
+ * than the source's; this puts them back in line (cheap, one forward pass per batch).
+ * Errors: GBTD_EINVAL (data shape not the network's, bad sizes), GBTD_ENOMEM, network errors. */
+int gbtd_cru_bn_reestimate(gbtd_net *net, const gbtd_dataset *d, int64_t images, int batch,
+                           const float *mean, const float *std, uint64_t seed);
+
+/* With act, the BN-ReLU layers the CRU-Net adds (".cru_bn_b", ".cru_bn_c") start as BN with
+ * gamma 1, beta 0: the unit is then far from the factored function. This sets each of them,
+ * from its running statistics (re-estimate them first), to gamma = sqrt(var + eps) and
+ * beta = mean + shift sqrt(var + eps): the layer then adds shift standard deviations to its
+ * input, the ReLU passes all but the values more than `shift` deviations below the mean, and the
+ * constant it adds is removed by the (re-estimated) batch norm after the member. Returns the
+ * number of layers set in *count (may be NULL). Errors: GBTD_EINVAL. */
+int gbtd_cru_act_passthrough(gbtd_net *net, double shift, int *count);
+
 /* ---- fine-tuning ------------------------------------------------------------------------ */
 
 typedef struct gbtd_cru_epoch_info {
@@ -72,6 +94,11 @@ typedef struct gbtd_cru_finetune_opts {
     int64_t max_steps;        /* 0: all; else steps per epoch at most */
     int batch;                /* 128 */
     double lr;                /* 0.01, cosine to 0 over all steps */
+    double new_lr_scale;      /* 0.1: the gradients of the layers the CRU-Net added are scaled by
+                                 this (their learning rate relative to the others'). A factored
+                                 chain followed by batch norm has ~10x the relative gradient
+                                 |g| / |w| of the convolution it replaces (ResNet-20: ~1 against
+                                 ~0.1), and at the source's rate it leaves its start at once */
     double weight_decay;      /* 5e-4 */
     double momentum;          /* 0.9 */
     gbtd_net *teacher;        /* NULL, or the source network for distillation */

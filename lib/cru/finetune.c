@@ -15,6 +15,7 @@ gbtd_cru_finetune_opts gbtd_cru_finetune_opts_default(void)
     o.epochs = 2;
     o.batch = 128;
     o.lr = 0.01;
+    o.new_lr_scale = 0.1;
     o.weight_decay = 5e-4;
     o.momentum = 0.9;
     o.kd_temp = 4.0;
@@ -52,7 +53,8 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
 {
     if (!net || !train || !net->finalized) return gbtd_error(GBTD_EINVAL, "finetune: bad argument");
     gbtd_cru_finetune_opts o = opts ? *opts : gbtd_cru_finetune_opts_default();
-    if (o.epochs < 1 || o.batch < 1 || o.new_first < 0 || !(o.lr > 0) || o.kd_temp <= 0 ||
+    if (o.epochs < 1 || o.batch < 1 || o.new_first < 0 || !(o.lr > 0) || !(o.new_lr_scale > 0) ||
+        o.kd_temp <= 0 ||
         o.kd_alpha < 0 || o.kd_alpha > 1)
         return gbtd_error(GBTD_EINVAL, "finetune: bad options");
     if (train->c != net->in_c || train->h != net->in_h || train->w != net->in_w ||
@@ -133,6 +135,15 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
             gbtd_net_zero_grad(net);
             rc = gbtd_net_backward(net);
             if (rc) break;
+            if (o.new_lr_scale != 1.0)
+                for (int i = 0; i < net->nentries; i++) {
+                    const gbtd_net_entry *E = &net->entries[i];
+                    if (!gbtd_cru_entry_is_new(E) || E->kind == GBTD_ENTRY_BN_MEAN ||
+                        E->kind == GBTD_ENTRY_BN_VAR)
+                        continue;
+                    float *g = net->grads + E->offset;
+                    for (int64_t j = 0; j < E->numel; j++) g[j] *= (float)o.new_lr_scale;
+                }
             rc = gbtd_sgd_step(&sgd, net->params, net->grads, gbtd_lr_at(&sch, step));
             /* frozen layers: undo the update (weight decay and momentum included) */
             if (new_only)
@@ -179,4 +190,83 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
     free(d);
     free(frozen);
     return rc;
+}
+
+/* Loader normalisation: the given constants, the data set's published ones, or its statistics. */
+static int norm_(const gbtd_dataset *d, const float *mean, const float *std, float *m, float *s)
+{
+    memset(m, 0, 4 * sizeof *m);
+    memset(s, 0, 4 * sizeof *s);
+    if (mean && std) {
+        memcpy(m, mean, (size_t)d->c * sizeof *m);
+        memcpy(s, std, (size_t)d->c * sizeof *s);
+        return GBTD_OK;
+    }
+    if (gbtd_dataset_norm(d->name, m, s)) return GBTD_OK;
+    return gbtd_dataset_stats(d, m, s);
+}
+
+int gbtd_cru_bn_reestimate(gbtd_net *net, const gbtd_dataset *d, int64_t images, int batch,
+                           const float *mean, const float *std, uint64_t seed)
+{
+    if (!net || !d || !net->finalized || images < 0 || batch < 0)
+        return gbtd_error(GBTD_EINVAL, "bn re-estimation: bad argument");
+    if (d->c != net->in_c || d->h != net->in_h || d->w != net->in_w)
+        return gbtd_error(GBTD_EINVAL, "bn re-estimation: data images are %dx%dx%d, the network "
+                          "takes %dx%dx%d", d->c, d->h, d->w, net->in_c, net->in_h, net->in_w);
+    if (d->c > 4) return gbtd_error(GBTD_EINVAL, "bn re-estimation: more than 4 channels");
+    gbtd_loader_opts lo = gbtd_loader_opts_default();
+    lo.batch = batch > 0 ? batch : 128;
+    if (lo.batch > d->n) lo.batch = (int)d->n;
+    lo.shuffle = true;
+    lo.drop_last = true;
+    lo.seed = seed;
+    GBTD_CHECK(norm_(d, mean, std, lo.mean, lo.std));
+    gbtd_loader *ld = NULL;
+    GBTD_CHECK(gbtd_loader_create(d, &lo, &ld));
+    float *mom = malloc((size_t)net->nlayers * sizeof *mom + 1);
+    int rc = mom ? gbtd_loader_start_epoch(ld, 0)
+                 : gbtd_error(GBTD_ENOMEM, "bn re-estimation: out of memory");
+    if (mom)
+        for (int i = 0; i < net->nlayers; i++) mom[i] = net->layers[i].momentum;
+    int64_t nb = gbtd_loader_batches(ld);
+    if (images > 0 && (images + lo.batch - 1) / lo.batch < nb) nb = (images + lo.batch - 1) / lo.batch;
+    for (int64_t b = 0; b < nb && !rc; b++) {
+        const float *x;
+        const int32_t *y;
+        int n;
+        rc = gbtd_loader_next(ld, &x, &y, &n);
+        if (rc || n == 0) break;
+        /* the k-th batch enters with weight 1/k: the running values are the plain average */
+        for (int i = 0; i < net->nlayers; i++)
+            if (net->layers[i].kind == GBTD_LAYER_BN) net->layers[i].momentum = 1.0f / (float)(b + 1);
+        rc = gbtd_net_forward(net, x, n, true, NULL);
+    }
+    if (mom)
+        for (int i = 0; i < net->nlayers; i++) net->layers[i].momentum = mom[i];
+    free(mom);
+    gbtd_loader_free(ld);
+    return rc;
+}
+
+int gbtd_cru_act_passthrough(gbtd_net *net, double shift, int *count)
+{
+    if (count) *count = 0;
+    if (!net || !net->finalized || !(shift >= 0))
+        return gbtd_error(GBTD_EINVAL, "cru act passthrough: bad argument");
+    int n = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        const gbtd_layer *L = &net->layers[i];
+        if (L->kind != GBTD_LAYER_BN || !strstr(L->name, ".cru_bn_")) continue;
+        float *g = net->params + L->w, *b = net->params + L->b;
+        const float *m = net->state + L->mean, *v = net->state + L->var;
+        for (int c = 0; c < L->c_out; c++) {
+            const double sd = sqrt((double)v[c] + (double)L->eps);
+            g[c] = (float)sd;
+            b[c] = (float)((double)m[c] + shift * sd);
+        }
+        n++;
+    }
+    if (count) *count = n;
+    return GBTD_OK;
 }

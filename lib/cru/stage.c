@@ -17,6 +17,7 @@ gbtd_cru_stage_opts gbtd_cru_stage_opts_default(void)
     o.terms = 1;
     o.budget = 0.5;
     o.fold_bn = true;
+    o.balance = true;
     o.independent = true;
     o.btd = gbtd_btd_opts_default();
     o.btd.solver = GBTD_BTD_ALS;
@@ -425,18 +426,45 @@ int gbtd_cru_stage_factor(const gbtd_net *net, gbtd_cru_stage *st,
     int rc = ks && kp && err2 && st->models ? GBTD_OK
                                             : gbtd_error(GBTD_ENOMEM, "cru factor: out of memory");
     double *norm2 = err2 ? err2 + L : NULL;
+    double *knorm = rc ? NULL : malloc((size_t)L * sizeof *knorm);
+    if (!rc && !knorm) rc = gbtd_error(GBTD_ENOMEM, "cru factor: out of memory");
     for (int l = 0; l < L && !rc; l++) {
         rc = gbtd_cru_member_kernel(net, st, l, o.fold_bn, &ks[l], st->scale + l * st->c_out);
         kp[l] = &ks[l];
+        knorm[l] = 1.0;
+        if (!rc && o.balance) {
+            const double nk = gbtd_tensor_norm(&ks[l]);
+            knorm[l] = nk > 0 ? nk : 1.0;
+        }
     }
     for (int g = 0; g < st->ngroups && !rc; g++) {
         const int a = st->group_start[g], n = st->group_start[g + 1] - a;
         gbtd_tensor x;
         rc = gbtd_stage_stack(kp + a, n, &x);
+        /* balance: X+ = [K_1 / |K_1|, ..., K_n / |K_n|]; unit l's output block of every term is
+         * multiplied back by |K_l| after the fit */
+        if (!rc && o.balance) {
+            const int64_t rows = x.shape[0] * x.shape[1] * x.shape[2], cols = x.shape[3];
+            for (int64_t i = 0; i < rows; i++)
+                for (int64_t c = 0; c < cols; c++) x.data[i * cols + c] /= knorm[a + c / st->c_out];
+        }
         if (!rc) rc = fit_group_(&x, o.terms, ri, ro, &o, &st->models[g]);
         if (!rc) rc = member_errors_(&x, &st->models[g], st->c_out, n, err2 + a, norm2 + a);
+        for (int l = 0; l < n && !rc; l++) {
+            const double f = knorm[a + l];
+            err2[a + l] *= f * f;
+            norm2[a + l] *= f * f;
+            for (int r = 0; r < st->models[g].nterms && f != 1.0; r++) {
+                gbtd_tensor B;
+                rc = gbtd_stage_unit_factor(&st->models[g], n, l, r, &B);
+                for (int64_t i = 0; !rc && i < B.shape[0]; i++)
+                    for (int64_t j = 0; j < B.shape[1]; j++)
+                        B.data[i * B.stride[0] + j * B.stride[1]] *= f;
+            }
+        }
         gbtd_tensor_free(&x);
     }
+    free(knorm);
     if (!rc) {
         double e = 0, nn = 0;
         for (int l = 0; l < L; l++) {

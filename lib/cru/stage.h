@@ -61,6 +61,10 @@ typedef struct gbtd_cru_stage_opts {
     bool fold_bn;             /* fold the batch-norm scales (default true) */
     bool extra;               /* the improved form's own 1x1 per member (default false) */
     bool act;                 /* BN-ReLU after the shared conv and after the extra 1x1 (default false) */
+    bool balance;             /* fit each member's kernel divided by its norm (the sum of the
+                                 members' squared relative errors is minimised, not the squared
+                                 error of X+, in which small kernels count for little; the output
+                                 blocks are scaled back) (default true) */
     bool independent;         /* also fit the independent per-member Tucker-2 (default true) */
     gbtd_btd_opts btd;        /* solver options for R > 1 (max_iter 200, ALS) */
     int hooi_iter;            /* HOOI sweeps for R = 1 (default 30) */

@@ -163,11 +163,13 @@ static void test_chain_exact(const char *spec, int stage, int64_t ri, int64_t ro
         gbtd_tensor_free(&full);
     }
     /* float32 network: three chained convolutions of at most kh kw C = 9 x 64 products each,
-     * relative error ~ sqrt(576) x 6e-8 per layer; 1e-4 bounds it with a wide margin while a
-     * wrong factor layout gives O(1). */
+     * relative error ~ sqrt(576) x 6e-8 per layer; the terms of an ALS BTD partly cancel (their
+     * sum is smaller than the sum of their sizes), which multiplies that by the cancellation
+     * ratio, and the gain balancing of the build rescales the layers; 1e-3 bounds it with a
+     * margin while a wrong factor layout or balancing that changes the function gives O(1). */
     snprintf(nm, sizeof nm, "%s: CRU chain = conv with the factored kernel (rel. err %.2e)", name,
              worst);
-    CHECK(worst < 1e-4, nm);
+    CHECK(worst < 1e-3, nm);
     free(x);
     gbtd_rng_free(rng);
     gbtd_net_free(&cru);
@@ -359,6 +361,211 @@ static void test_finetune_frozen(void)
     gbtd_net_free(&src);
 }
 
+/* Layer index by exact name (any kind), -1 when absent. */
+static int layer_named(const gbtd_net *net, const char *name)
+{
+    for (int i = 0; i < net->nlayers; i++)
+        if (!strcmp(net->layers[i].name, name)) return i;
+    return -1;
+}
+
+/* Batch-norm re-estimation (running statistics = those of the data) and the act form (BN-ReLU
+ * inside the CRU unit): its wiring, parameter count, spec, and the pass-through start. */
+static void test_bn_reestimate_act(void)
+{
+    gbtd_net src, cru, plain;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=1x8x8,classes=4", &src), "resnet-20 1x8x8");
+    gbtd_net_init_params(&src, 3);
+    gbtd_cru_stage st, sp;
+    CHECK_OK(gbtd_cru_stage_find(&src, 2, &st), "stage 2");
+    CHECK_OK(gbtd_cru_stage_find(&src, 2, &sp), "stage 2 again");
+    gbtd_cru_stage_opts so = gbtd_cru_stage_opts_default();
+    so.rank_in = 8;
+    so.rank_out = 16;
+    so.extra = true;
+    so.independent = false;
+    CHECK_OK(gbtd_cru_stage_factor(&src, &sp, &so), "factor without act");
+    so.act = true;
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &so), "factor with act");
+    CHECK_OK(gbtd_cru_build(&src, &sp, 1, &plain), "build without act");
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &cru), "build with act");
+    /* two own batch norms (gamma, beta) of R r_out = 16 channels per member */
+    CHECK(cru.nparams - plain.nparams == (int64_t)st.nmembers * 2 * 2 * 16,
+          "act adds two own BN (gamma, beta) of R r_out channels per member");
+    bool wired = true;
+    int nbn = 0;
+    for (int m = 0; m < st.nmembers; m++) {
+        char nm[4][GBTD_NET_NAME_LEN + 16];
+        const char *leaf[4] = {"cru_bn_b", "cru_c", "cru_bn_c", "cru_d"};
+        int li[4];
+        for (int j = 0; j < 4; j++) {
+            snprintf(nm[j], sizeof nm[j], "%s.%s", st.members[m].name, leaf[j]);
+            li[j] = layer_named(&cru, nm[j]);
+        }
+        if (li[0] < 0 || li[1] < 0 || li[2] < 0 || li[3] < 0) {
+            wired = false;
+            break;
+        }
+        const gbtd_layer *L = cru.layers;
+        /* the producer of the own BN's input: this member's instance of the shared conv_b */
+        int b = -1;
+        for (int i = 0; i < cru.nlayers; i++)
+            if (L[i].out == L[li[0]].in) b = i;
+        wired = wired && b >= 0 && !strcmp(L[b].name, "layer2.cru0.conv_b") &&
+                L[li[0]].kind == GBTD_LAYER_BN && L[li[0]].relu && L[li[2]].relu &&
+                L[li[1]].in == L[li[0]].out &&
+                L[li[2]].in == L[li[1]].out && L[li[3]].in == L[li[2]].out;
+        nbn += 2;
+    }
+    CHECK(wired, "act: conv_b -> own BN-ReLU -> cru_c -> own BN-ReLU -> cru_d");
+    gbtd_net back;
+    CHECK_OK(gbtd_cru_net_from_spec(cru.spec, &back), "act CRU-Net from its spec");
+    CHECK(back.nparams == cru.nparams && back.nlayers == cru.nlayers, "act spec rebuilds the graph");
+    gbtd_net_free(&back);
+
+    /* data: 64 random 1x8x8 images, normalised with mean 0.5, std 0.25 */
+    enum { N = 64, P = 64 };
+    gbtd_dataset d;
+    memset(&d, 0, sizeof d);
+    strcpy(d.name, "synthetic");
+    d.n = N;
+    d.c = 1;
+    d.h = d.w = 8;
+    d.classes = 4;
+    d.images = malloc(N * P);
+    d.labels = calloc(N, sizeof(int32_t));
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(5, &rng);
+    for (int i = 0; i < N * P; i++) d.images[i] = (uint8_t)(gbtd_rng_uniform(rng) * 255);
+    const float mean = 0.5f, sd = 0.25f;
+    float *x = malloc(sizeof(float) * N * P), *before = malloc(sizeof(float) * (size_t)cru.nparams);
+    for (int i = 0; i < N * P; i++) x[i] = (float)((d.images[i] / 255.0 - mean) / sd);
+    memcpy(before, cru.params, sizeof(float) * (size_t)cru.nparams);
+    /* one batch of all 64 images: every running mean / variance becomes the mean / unbiased
+     * variance of the layer's input over the data set */
+    CHECK_OK(gbtd_cru_bn_reestimate(&cru, &d, 0, N, &mean, &sd, 7), "re-estimate on one batch");
+    CHECK(!memcmp(before, cru.params, sizeof(float) * (size_t)cru.nparams),
+          "re-estimation changes no parameter");
+    bool mom = true;
+    for (int i = 0; i < cru.nlayers; i++)
+        if (cru.layers[i].kind == GBTD_LAYER_BN) mom = mom && cru.layers[i].momentum == 0.1f;
+    CHECK(mom, "batch-norm momenta restored");
+    float *rm = malloc(sizeof(float) * (size_t)cru.nstate);
+    memcpy(rm, cru.state, sizeof(float) * (size_t)cru.nstate);
+    CHECK_OK(gbtd_net_forward(&cru, x, N, true, NULL), "training forward");
+    /* compare with each BN input of this forward (training mode: the batch statistics, which
+     * are the data set's since the batch is the data set); float sums over <= 64 x 64 values:
+     * a relative 1e-4 of the spread is far above their rounding */
+    double worst = 0;
+    int nbn_all = 0;
+    for (int i = 0; i < cru.nlayers; i++) {
+        const gbtd_layer *L = &cru.layers[i];
+        if (L->kind != GBTD_LAYER_BN) continue;
+        nbn_all++;
+        const gbtd_value *v = &cru.values[L->in];
+        const float *a = gbtd_net_value(&cru, L->in);
+        const int64_t hw = (int64_t)v->h * v->w;
+        for (int c = 0; c < v->c && a; c++) {
+            double s = 0, s2 = 0;
+            for (int n = 0; n < N; n++)
+                for (int64_t j = 0; j < hw; j++) s += a[((int64_t)n * v->c + c) * hw + j];
+            const double mu = s / (double)(N * hw);
+            for (int n = 0; n < N; n++)
+                for (int64_t j = 0; j < hw; j++) {
+                    const double t = a[((int64_t)n * v->c + c) * hw + j] - mu;
+                    s2 += t * t;
+                }
+            const double var = s2 / (double)(N * hw - 1), sdv = sqrt(var);
+            const double em = fabs(rm[L->mean + c] - mu) / (sdv + 1e-12),
+                         ev = fabs(rm[L->var + c] - var) / (var + 1e-12);
+            if (em > worst) worst = em;
+            if (ev > worst) worst = ev;
+        }
+        if (!a) worst = 1;
+    }
+    CHECK(nbn_all > nbn, "network has batch norms besides the CRU ones");
+    CHECK_LE(worst, 1e-4, "running mean and variance = the data's, every batch norm");
+    /* two batches of 32: the first batch norm (after the stem conv, whose input does not
+     * depend on other batch norms) still gets the data's mean (average of two equal-size
+     * batch means) */
+    CHECK_OK(gbtd_cru_bn_reestimate(&cru, &d, 0, N / 2, &mean, &sd, 7), "re-estimate on two batches");
+    double wm = 1;
+    for (int i = 0; i < cru.nlayers; i++) {
+        const gbtd_layer *L = &cru.layers[i];
+        if (L->kind != GBTD_LAYER_BN) continue;
+        wm = 0;
+        for (int c = 0; c < L->c_out; c++) {
+            const double e = fabs(cru.state[L->mean + c] - rm[L->mean + c]) /
+                             (sqrt(rm[L->var + c]) + 1e-12);
+            if (e > wm) wm = e;
+        }
+        break;
+    }
+    CHECK_LE(wm, 1e-4, "two batches: running mean = the average of the batch means");
+    CHECK_OK(gbtd_cru_bn_reestimate(&cru, &d, 0, N, &mean, &sd, 7), "re-estimate again");
+
+    /* pass-through: gamma = sqrt(var + eps), beta = mean + 3 sd */
+    int count = 0;
+    CHECK_OK(gbtd_cru_act_passthrough(&cru, 3.0, &count), "act pass-through");
+    CHECK(count == nbn, "pass-through sets every own BN of the act form");
+    /* the first member's own BN: what feeds it does not change with the pass-through */
+    char first[GBTD_NET_NAME_LEN + 16];
+    snprintf(first, sizeof first, "%s.cru_bn_b", st.members[0].name);
+    const int bb = layer_named(&cru, first);
+    CHECK(bb >= 0, "the first member's cru_bn_b exists");
+    if (bb >= 0) {
+        const gbtd_layer *L = &cru.layers[bb];
+        double e = 0;
+        for (int c = 0; c < L->c_out; c++) {
+            const double s = sqrt((double)cru.state[L->var + c] + L->eps);
+            e = fmax(e, fabs(cru.params[L->w + c] - s) / s);
+            e = fmax(e, fabs(cru.params[L->b + c] - (cru.state[L->mean + c] + 3 * s)) / s);
+        }
+        CHECK_LE(e, 1e-6, "pass-through gamma and beta from the running statistics");
+        /* training forward on the whole set: BN(x) = x + 3 sd up to the biased / unbiased
+         * variance ratio, 1 - sqrt(1023 / 1024) ~ 4.9e-4 times |x - mean| / sd (< 20 here), so
+         * the ReLU output is max(0, x + 3 sd) within 1e-2 sd */
+        CHECK_OK(gbtd_net_forward(&cru, x, N, true, NULL), "forward after pass-through");
+        const gbtd_value *v = &cru.values[L->in];
+        const float *a = gbtd_net_value(&cru, L->in), *y = gbtd_net_value(&cru, L->out);
+        const int64_t hw = (int64_t)v->h * v->w;
+        double ey = 0, clipped = 0;
+        for (int n = 0; n < N && a && y; n++)
+            for (int c = 0; c < v->c; c++) {
+                const double s = sqrt((double)cru.state[L->var + c] + L->eps);
+                for (int64_t j = 0; j < hw; j++) {
+                    const int64_t k = ((int64_t)n * v->c + c) * hw + j;
+                    const double want = fmax(0.0, a[k] + 3 * s);
+                    ey = fmax(ey, fabs(y[k] - want) / s);
+                    clipped += want == 0.0;
+                }
+            }
+        CHECK(a && y, "values kept");
+        CHECK_LE(ey, 1e-2, "pass-through BN-ReLU computes max(0, x + 3 sd)");
+        /* Cantelli: P(x - mean <= -3 sd) <= 1 / (1 + 3^2) for any distribution */
+        CHECK_LE(clipped / (double)(N * v->c * hw), 0.1, "the ReLU clips at most 10 % (Cantelli)");
+    }
+    gbtd_dataset wrong = d;
+    wrong.h = 7;
+    CHECK_STATUS(gbtd_cru_bn_reestimate(&cru, &wrong, 0, 0, NULL, NULL, 0), GBTD_EINVAL,
+                 "re-estimation: data image size not matching the network");
+    CHECK_STATUS(gbtd_cru_bn_reestimate(NULL, &d, 0, 0, NULL, NULL, 0), GBTD_EINVAL,
+                 "re-estimation: NULL network");
+    CHECK_STATUS(gbtd_cru_act_passthrough(&cru, -1.0, NULL), GBTD_EINVAL,
+                 "pass-through: negative shift");
+    gbtd_rng_free(rng);
+    free(x);
+    free(before);
+    free(rm);
+    free(d.images);
+    free(d.labels);
+    gbtd_net_free(&cru);
+    gbtd_net_free(&plain);
+    gbtd_cru_stage_free(&st);
+    gbtd_cru_stage_free(&sp);
+    gbtd_net_free(&src);
+}
+
 int main(void)
 {
     gbtd_rng *rng = NULL;
@@ -372,6 +579,7 @@ int main(void)
     test_lossless_net();
     test_collective_wins();
     test_finetune_frozen();
+    test_bn_reestimate_act();
     gbtd_rng_free(rng);
     return check_finish();
 }

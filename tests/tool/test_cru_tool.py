@@ -85,10 +85,38 @@ if os.path.exists(models):
           "conv parameter count = C r_in + 9 r_in r_out + L r_out C")
     check(all(s["independent_params"] <= s["params_after"] for s in d["stages"]),
           "independent Tucker-2 compared at no more parameters")
+    bad_out = os.path.join(work, "bad.h5")
     ft = os.path.join(work, "r20ft.h5")
     r = run("finetune", out, "--data", "cifar10", "--data-dir", cifar, "--norm", "imagenet", "--epochs", "1",
             "--steps", "2", "--batch", "16", "--limit", "50", "--json", "--quiet", "-o", ft)
     check(r.returncode == 0 and os.path.exists(ft), "gbtd finetune loads the CRU-Net checkpoint and writes one")
+    r = run("eval", out, "--data", "cifar10", "--data-dir", cifar, "--norm", "imagenet", "--limit", "50",
+            "--json")
+    try:
+        e = json.loads(r.stdout)
+    except ValueError:
+        e = {}
+    check(r.returncode == 0 and "|2,1,16,24,0,0,0|3,1,16,24,0,0,0" in e.get("spec", "")
+          and e.get("images") == 50, "gbtd eval loads a CRU-Net checkpoint (its spec rebuilds the graph)")
+    # --act --extra with batch-norm re-estimation: the BN-ReLU layers start as pass-through
+    act = os.path.join(work, "act.h5")
+    r = run("compress", models, "--stages", "3", "--terms", "2", "--ranks", "8,12", "--act", "--extra",
+            "--data", "cifar10", "--data-dir", cifar, "--bn-images", "256", "--limit", "200",
+            "--json", "--quiet", "-o", act)
+    try:
+        d = json.loads(r.stdout)
+    except ValueError:
+        d = {}
+    check(r.returncode == 0 and d.get("spec", "").endswith("|3,2,8,12,0,1,1"),
+          "compress --act --extra records act and extra in the spec")
+    # R r_out = 24 channels: extra 1x1 24 x 24 per member, two own BN (gamma, beta) per member
+    st3 = d.get("stages", [{}])[0]
+    check(st3.get("params_after") == 2 * (64 * 8 + 9 * 8 * 12) + 5 * (24 * 64 + 24 * 24),
+          "act/extra conv count = R (C r_in + 9 r_in r_out) + L (R r_out C + (R r_out)^2)")
+    check(d.get("bn_images") == 256 and 0 <= d.get("top1_cru_no_bn_reestimation", -1) <= 100
+          and 0 <= d.get("top1_cru", -1) <= 100, "--bn-images reports top-1 before and after re-estimation")
+    refused(run("compress", models, "--stages", "3", "--budget", "0.5", "--bn-images", "100", "-o", bad_out),
+            "--bn-images without --data", bad_out)
     refused(run("finetune", out, "--data", "fashion-mnist", "-o", os.path.join(work, "no.h5")),
             "finetune: data image size not matching the network", os.path.join(work, "no.h5"))
     bad = os.path.join(work, "bad.h5")
