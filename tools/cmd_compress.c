@@ -13,7 +13,7 @@ static void usage_(FILE *f)
             "usage: gbtd compress WEIGHTS --stages S[,S...] (--terms R --ranks RIN,ROUT | --budget F)\n"
             "                     [--terms R] [--groups-of N] [--extra] [--act] [--no-fold]\n"
             "                     [--data fashion-mnist|cifar10 --data-dir DIR --limit N]\n"
-            "                     [--bn-images N] [--norm data|imagenet] [--json] [--quiet]\n"
+            "                     [--bn-images N] [--iters N] [--norm data|imagenet] [--json] [--quiet]\n"
             "                     [--threads N] -o OUT\n\n"
             "WEIGHTS is a gbtd checkpoint (.h5) or a CIFAR ResNet in safetensors (PyTorch names).\n"
             "Each stage's equal-shape kernels are stacked along the output mode and factored\n"
@@ -22,7 +22,8 @@ static void usage_(FILE *f)
             "the stage's. --groups-of N shares within groups of N members. --extra adds the own\n"
             "1x1 of the improved form (identity at start), --act BN-ReLU inside the unit.\n"
             "--bn-images N re-estimates every batch norm's running statistics on N training\n"
-            "images after building (recommended: 2000 or more; needs --data).\n"
+            "images after building (recommended: 2000 or more; needs --data). --iters N caps\n"
+            "the ALS sweeps of the BTD for R > 1 (default 200).\n"
             "OUT: .h5 (gbtd checkpoint, for gbtd finetune / eval) or .safetensors (PyTorch).\n"
             "Prints per stage: members shared, conv parameters before/after, relative kernel\n"
             "error, and the independent per-member Tucker-2 at no more parameters.\n");

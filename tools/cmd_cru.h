@@ -21,6 +21,7 @@ typedef struct cru_cli_opts {
     const char *data, *dir, *norm;
     int64_t limit;             /* test images evaluated (0: all) */
     int64_t bn_images;         /* training images for batch-norm re-estimation (0: none) */
+    int iters;                 /* ALS sweeps of the BTD for R > 1 (0: the library's 200) */
     bool json, quiet;
     int threads;
     uint64_t seed;

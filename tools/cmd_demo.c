@@ -317,7 +317,7 @@ static void cru_demo_help(FILE *f)
             "usage: gbtd demo [--weights FILE] [--data fashion-mnist|cifar10] [--data-dir DIR]\n"
             "                 [--arch SPEC] [--epochs N] [--steps N] [--stages S,S] [--budget F]\n"
             "                 [--ft-epochs N] [--ft-steps N] [--new-first N] [--no-distill] [--lr X]\n"
-            "                 [--terms R] [--bn-images N]\n"
+            "                 [--terms R] [--bn-images N] [--batch N]\n"
             "                 [--limit N] [--seed N] [--threads N] [--json] [--quiet]\n"
             "       gbtd demo --tensors ...   (the tensor-operations demo; --tensors --help)\n\n"
             "The CRU pipeline end to end: (1) train a small bottleneck ResNet on Fashion-MNIST\n"
@@ -328,17 +328,21 @@ static void cru_demo_help(FILE *f)
             "(4) fine-tune it briefly, and print one table: parameters, test top-1 of the source,\n"
             "of the CRU-Net before and after fine-tuning, and the time of each step.\n\n"
             "  --arch SPEC      source network (default " CRU_DEMO_SPEC ")\n"
-            "  --epochs N       source training epochs (default 1); --steps N caps each (400)\n"
+            "  --epochs N       source training epochs (default 1); --steps N caps each (300)\n"
+            "  --batch N        images per step, training and fine-tuning (default 64)\n"
             "  --stages S,S     stages to factor (default 2,3)\n"
             "  --budget F       fraction of the stages' conv parameters kept (default 0.5)\n"
-            "  --terms R        block terms of the collective BTD (default 4)\n"
+            "  --terms R        block terms of the collective BTD (default 4); --iters N caps\n"
+            "                   its ALS sweeps (default 40)\n"
             "  --bn-images N    training images for re-estimating batch norm after building\n"
             "                   (default 2000; 0: none)\n"
-            "  --ft-epochs N    fine-tuning epochs (default 2); --ft-steps N caps each (150)\n"
+            "  --ft-epochs N    fine-tuning epochs (default 3); --ft-steps N caps each (100)\n"
             "  --new-first N    epochs training only the new layers first (default 1)\n"
             "  --no-distill     no distillation (default: from the source network, softened\n"
             "                   logits, T = 4, a = 0.5)\n"
-            "  --limit N        test images evaluated (default 2000)\n");
+            "  --lr X           fine-tuning learning rate, cosine to 0 (default 0.02; the new\n"
+            "                   layers learn at 0.1 times it)\n"
+            "  --limit N        test images evaluated (default 1000)\n");
 }
 
 static int cru_demo_epoch_(const gbtd_epoch_info *e, void *ctx)
@@ -370,17 +374,18 @@ static int demo_cru(int argc, char **argv)
     cru_cli_opts o;
     cru_cli_opts_default(&o);
     const char *weights = NULL, *arch = CRU_DEMO_SPEC;
-    long long epochs = 1, steps = 400, ft_epochs = 2, ft_steps = 150, new_first = 1;
+    long long epochs = 1, steps = 300, ft_epochs = 3, ft_steps = 100, new_first = 1, batch = 64;
     double lr = -1;
     bool distill = true;
     o.budget = 0.5;
     o.terms = 4;
+    o.iters = 40;
     o.bn_images = 2000;
     o.stages[0] = 2;
     o.stages[1] = 3;
     o.nstages = 2;
     o.data = "fashion-mnist";
-    o.limit = 2000;
+    o.limit = 1000;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const bool has = i + 1 < argc;
@@ -402,6 +407,8 @@ static int demo_cru(int argc, char **argv)
                 return cli_usage_error("demo", "--lr must be > 0");
         } else if (!strcmp(a, "--epochs") && has) {
             if (!cli_parse_int("demo", a, argv[++i], 0, 1000, &epochs)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--batch") && has) {
+            if (!cli_parse_int("demo", a, argv[++i], 1, 65536, &batch)) return EXIT_USAGE;
         } else if (!strcmp(a, "--steps") && has) {
             if (!cli_parse_int("demo", a, argv[++i], 1, 1LL << 40, &steps)) return EXIT_USAGE;
         } else if (!strcmp(a, "--ft-epochs") && has) {
@@ -428,7 +435,7 @@ static int demo_cru(int argc, char **argv)
     gbtd_net src;
     memset(&src, 0, sizeof src);
     int rc;
-    double t_train = 0, lr_ft = lr > 0 ? lr : 0.01;
+    double t_train = 0, lr_ft = lr > 0 ? lr : 0.02;
     char spec[256] = "";
     if (weights) {
         gbtd_file_format fmt = GBTD_FORMAT_UNKNOWN;
@@ -458,6 +465,7 @@ static int demo_cru(int argc, char **argv)
             gbtd_train_opts to = gbtd_train_opts_default();
             to.epochs = (int)epochs;
             to.lr = 0.1;
+            to.batch = (int)batch;
             to.seed = o.seed;
             to.sgd.weight_decay = 5e-4;
             to.max_steps = steps > 0 ? steps * epochs : 0;
@@ -496,6 +504,7 @@ static int demo_cru(int argc, char **argv)
         fo.epochs = (int)ft_epochs;
         fo.new_first = (int)new_first;
         fo.max_steps = ft_steps;
+        fo.batch = (int)batch;
         fo.lr = lr_ft;
         fo.seed = o.seed;
         fo.test_limit = o.limit;

@@ -81,6 +81,9 @@ int cru_cli_parse(const char *cmd, int argc, char **argv, int *i, cru_cli_opts *
     } else if (!strcmp(a, "--bn-images") && has) {
         if (!cli_parse_int(cmd, "--bn-images", argv[++*i], 0, 1LL << 40, &v)) return -1;
         o->bn_images = v;
+    } else if (!strcmp(a, "--iters") && has) {
+        if (!cli_parse_int(cmd, "--iters", argv[++*i], 1, 100000, &v)) return -1;
+        o->iters = (int)v;
     } else if (!strcmp(a, "--json")) {
         o->json = true;
     } else if (!strcmp(a, "--quiet")) {
@@ -166,6 +169,7 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
         so.extra = o->extra;
         so.act = o->act;
         so.btd.seed = o->seed ? o->seed : so.btd.seed;
+        if (o->iters > 0) so.btd.max_iter = o->iters;
         if (!o->quiet) {
             so.btd.callback = factor_progress_;
             fprintf(stderr, "factoring stage %d (%d members) ...\n", o->stages[s],
