@@ -697,11 +697,13 @@ static void grp_bwd_item(const grp_ctx *c, int64_t n, int64_t gi, const float *x
         if (c->tn) {
             /* dy transposed to (pixel of the extended plane, output channel); the scratch
              * columns j >= w_out and rows past h_out stay zero from the initial memset */
-            for (int64_t o = 0; o < g->cog; o++)
-                for (int64_t i = 0; i < g->ho; i++) {
-                    const float *src = dyg + o * c->hwo + i * g->wo;
-                    float *dst = DYT + i * g->ws * g->cog + o;
-                    for (int64_t j = 0; j < g->wo; j++) dst[j * g->cog] = src[j];
+            /* channel innermost: the stores run contiguously and the cog source rows being
+             * read stay in L1, where storing channel by channel touched a new line each time */
+            for (int64_t i = 0; i < g->ho; i++)
+                for (int64_t j = 0; j < g->wo; j++) {
+                    const float *src = dyg + i * g->wo + j;
+                    float *dst = DYT + (i * g->ws + j) * g->cog;
+                    for (int64_t o = 0; o < g->cog; o++) dst[o] = src[o * c->hwo];
                 }
             nn_gemm_conv_tn(g->cig, g->ntaps, g->cog, g->lout, P, g->nph * g->lp, c->boff, DYT,
                             g->cog, dw, g->cog);

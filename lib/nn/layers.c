@@ -25,7 +25,10 @@ int gbtd_relu_backward(int64_t len, const float *y, const float *dy, float *dx)
     NN_NONNULL("relu_backward", dy);
     if (!dx) return GBTD_OK;
 #pragma omp parallel for schedule(static) if (len > 65536)
-    for (int64_t i = 0; i < len; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    for (int64_t i = 0; i < len; i++) {
+        const float d = dy[i]; /* loaded unconditionally: the select then vectorises */
+        dx[i] += y[i] > 0.0f ? d : 0.0f;
+    }
     return GBTD_OK;
 }
 
@@ -78,6 +81,66 @@ int gbtd_add_relu_backward(int64_t len, const float *y, const float *dy, float *
         if (db) db[i] += g;
     }
     return GBTD_OK;
+}
+
+/* One span of the residual add's backward, for nn_add_backward_store. The restrict-qualified
+ * pointers and the select written as a blend (no branch on the sign of y, which is a coin flip
+ * for ReLU outputs) let the compiler vectorise each of the eight store / accumulate cases. */
+static void add_bwd_span(int64_t len, int relu, const float *restrict y,
+                         const float *restrict dy, float *restrict da, int ma,
+                         float *restrict db, int mb)
+{
+#define NN_ADD_LOOP(A, B)                                                                         \
+    do {                                                                                          \
+        if (relu)                                                                                 \
+            for (int64_t i = 0; i < len; i++) {                                                   \
+                const float d = dy[i];                                                            \
+                const float g = y[i] > 0.0f ? d : 0.0f;                                           \
+                A;                                                                                \
+                B;                                                                                \
+            }                                                                                     \
+        else                                                                                      \
+            for (int64_t i = 0; i < len; i++) {                                                   \
+                const float g = dy[i];                                                            \
+                A;                                                                                \
+                B;                                                                                \
+            }                                                                                     \
+    } while (0)
+    switch (ma * 3 + mb) {
+    case 1: NN_ADD_LOOP((void)0, db[i] += g); break;
+    case 2: NN_ADD_LOOP((void)0, db[i] = g); break;
+    case 3: NN_ADD_LOOP(da[i] += g, (void)0); break;
+    case 4: NN_ADD_LOOP(da[i] += g, db[i] += g); break;
+    case 5: NN_ADD_LOOP(da[i] += g, db[i] = g); break;
+    case 6: NN_ADD_LOOP(da[i] = g, (void)0); break;
+    case 7: NN_ADD_LOOP(da[i] = g, db[i] += g); break;
+    case 8: NN_ADD_LOOP(da[i] = g, db[i] = g); break;
+    default: break;
+    }
+#undef NN_ADD_LOOP
+}
+
+/* The residual add's backward for the network runner: with `set_a` / `set_b` the gradient is
+ * stored rather than accumulated, so a slot that this layer is the first to write needs neither a
+ * memset beforehand nor a read here. `relu`: y is the add's ReLU output and gates dy. Arguments
+ * as gbtd_add(_relu)_backward; y and dy must not overlap da or db. */
+void nn_add_backward_store(int64_t len, int relu, const float *y, const float *dy, float *da,
+                           int set_a, float *db, int set_b)
+{
+    if (da && da == db) { /* both inputs are one value: it receives the gradient twice */
+        nn_add_backward_store(len, relu, y, dy, da, set_a || set_b, NULL, 0);
+        nn_add_backward_store(len, relu, y, dy, da, 0, NULL, 0);
+        return;
+    }
+    const int ma = da ? (set_a ? 2 : 1) : 0, mb = db ? (set_b ? 2 : 1) : 0;
+    if (ma + mb == 0) return;
+    const int64_t chunk = 8192;
+#pragma omp parallel for schedule(static) if (len > 65536)
+    for (int64_t i0 = 0; i0 < len; i0 += chunk) {
+        const int64_t m = len - i0 < chunk ? len - i0 : chunk;
+        add_bwd_span(m, relu, relu ? y + i0 : NULL, dy + i0, da ? da + i0 : NULL, ma,
+                     db ? db + i0 : NULL, mb);
+    }
 }
 
 /* ---- pooling ------------------------------------------------------------------------------ */

@@ -10,6 +10,7 @@
 #include "core/status.h"
 #include "nn/net.h"
 #include "nn/ops.h"
+#include "nn/ops_internal.h"
 
 void gbtd_net_runtime_free_(gbtd_net *net);
 
@@ -345,8 +346,10 @@ int gbtd_net_backward(gbtd_net *net)
         const float *dy = rt->slot[rt->gslot[L->out]];
         float *dx = rt->gslot[L->in] >= 0 ? rt->slot[rt->gslot[L->in]] : NULL;
         float *dx2 = L->in2 >= 0 && rt->gslot[L->in2] >= 0 ? rt->slot[rt->gslot[L->in2]] : NULL;
-        if (dx && rt->zero_in[i]) memset(dx, 0, (size_t)(n * numel_(vi)) * sizeof(float));
-        if (dx2 && rt->zero_in2[i])
+        const bool store = L->kind == GBTD_LAYER_ADD; /* writes rather than adds: no memset */
+        if (dx && rt->zero_in[i] && !store)
+            memset(dx, 0, (size_t)(n * numel_(vi)) * sizeof(float));
+        if (dx2 && rt->zero_in2[i] && !store)
             memset(dx2, 0, (size_t)(n * numel_(&net->values[L->in2])) * sizeof(float));
         const float *x = rt->act[L->in], *y = rt->act[L->out];
         int rc = GBTD_OK;
@@ -384,8 +387,8 @@ int gbtd_net_backward(gbtd_net *net)
                                       net->grads + L->w, net->grads + L->b);
             break;
         case GBTD_LAYER_ADD:
-            rc = L->relu ? gbtd_add_relu_backward(n * numel_(vo), y, dy, dx, dx2)
-                         : gbtd_add_backward(n * numel_(vo), dy, dx, dx2);
+            nn_add_backward_store(n * numel_(vo), L->relu, y, dy, dx, rt->zero_in[i], dx2,
+                                  rt->zero_in2[i]);
             break;
         case GBTD_LAYER_SHORTCUT_A:
             if (dx)

@@ -30,6 +30,10 @@ int nn_conv_shape(const char *fn, const gbtd_conv2d_shape *in, gbtd_conv2d_shape
 int nn_pool_shape(const char *fn, const gbtd_pool2d_shape *in, gbtd_pool2d_shape *out);
 int nn_bn_shape(const char *fn, const gbtd_bn_shape *s);
 
+/* Residual add backward that stores (set_a / set_b) or accumulates each gradient (layers.c). */
+void nn_add_backward_store(int64_t len, int relu, const float *y, const float *dy, float *da,
+                           int set_a, float *db, int set_b);
+
 /* OpenBLAS thread count around OpenMP regions that call BLAS from several threads. */
 int nn_blas_single_begin(int omp_threads);
 void nn_blas_single_end(int saved);

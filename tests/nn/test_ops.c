@@ -15,6 +15,7 @@
 
 #include "../check.h"
 #include "nn/ops.h"
+#include "nn/ops_internal.h"
 
 static gbtd_rng *rng;
 static const double U32 = 5.9604644775390625e-8; /* float32 unit roundoff 2^-24 */
@@ -634,6 +635,40 @@ static void simple_vs_refd(void)
     CHECK(ad2[4] == 5, "add: backward accumulates, NULL gradient skipped");
     gbtd_relu_forward(5, ea, ea);
     CHECK(ea[0] == 1 && ea[1] == 0 && ea[4] == 0, "relu: forward in place");
+    /* the runner's add backward (store or accumulate each side; ReLU gate or none): every case
+     * on a length past the parallel threshold and not a multiple of the chunk; each output is one
+     * float operation (g, or old + g), so the expected values are exact */
+    {
+        const int64_t L = 70001;
+        float *ry = fvec(L, -1, 1), *rdy = fvec(L, -1, 1), *a0 = fvec(L, -1, 1), *b0 = fvec(L, -1, 1);
+        float *ra = fzeros(L), *rb = fzeros(L);
+        int bad = 0;
+        for (int relu = 0; relu < 2; relu++)
+            for (int ma = 0; ma < 3; ma++)
+                for (int mb = 0; mb < 3; mb++) {
+                    memcpy(ra, a0, sizeof(float) * (size_t)L);
+                    memcpy(rb, b0, sizeof(float) * (size_t)L);
+                    nn_add_backward_store(L, relu, ry, rdy, ma ? ra : NULL, ma == 2, mb ? rb : NULL,
+                                          mb == 2);
+                    for (int64_t i = 0; i < L; i++) {
+                        const float g = relu && !(ry[i] > 0.0f) ? 0.0f : rdy[i];
+                        const float ea_ = ma == 0 ? a0[i] : ma == 2 ? g : a0[i] + g;
+                        const float eb_ = mb == 0 ? b0[i] : mb == 2 ? g : b0[i] + g;
+                        bad += ra[i] != ea_ || rb[i] != eb_;
+                    }
+                }
+        CHECK(bad == 0, "add backward store: 18 store / accumulate / skip cases exact");
+        /* one value as both inputs: it receives the gradient twice */
+        memcpy(ra, a0, sizeof(float) * (size_t)L);
+        nn_add_backward_store(L, 1, ry, rdy, ra, 1, ra, 1);
+        bad = 0;
+        for (int64_t i = 0; i < L; i++) {
+            const float g = ry[i] > 0.0f ? rdy[i] : 0.0f;
+            bad += ra[i] != g + g;
+        }
+        CHECK(bad == 0, "add backward store: same buffer both sides gets 2 g");
+        free(ry); free(rdy); free(a0); free(b0); free(ra); free(rb);
+    }
     free(x); free(xd); free(y); free(yd); free(a); free(ad); free(dy); free(dx); free(dyd); free(dxd);
     free(ys); free(ysd); free(lw); free(lb); free(lx);
 }
