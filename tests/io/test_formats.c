@@ -11,51 +11,9 @@
 
 #include "check.h"
 #include "io/io.h"
+#include "io_test_util.h"
 
-static const char *fixdir, *scratch, *models;
-
-static const char *fix(const char *name)
-{
-    static char buf[4][1024];
-    static int k = 0;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", fixdir, name);
-    return buf[k];
-}
-
-static const char *tmp(const char *name)
-{
-    static char buf[4][1024];
-    static int k = 0;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", scratch, name);
-    return buf[k];
-}
-
-static double val(int64_t i) { return (double)((37 * i) % 101 - 50) / 7.0; }
-
-static int write_bytes(const char *path, const void *b, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL) return 0;
-    size_t w = n ? fwrite(b, 1, n, f) : 0;
-    fclose(f);
-    return w == n;
-}
-
-static unsigned char *read_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    *n = 0;
-    if (f == NULL) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
+static const char *models;
 
 static int shape_is(const gbtd_named_tensor *t, int nd, const int64_t *sh)
 {
@@ -101,7 +59,6 @@ static int holds_ints(const gbtd_named_tensor *t)
     return 1;
 }
 
-static int error_names(const char *path) { return strstr(gbtd_last_error(), path) != NULL; }
 
 /* ---- safetensors --------------------------------------------------------------------------- */
 

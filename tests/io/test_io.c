@@ -10,29 +10,7 @@
 
 #include "check.h"
 #include "io/io.h"
-
-static const char *fixdir, *scratch;
-
-static const char *fix(const char *name)
-{
-    static char buf[4][1024];
-    static int k = 0;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", fixdir, name);
-    return buf[k];
-}
-
-static const char *tmp(const char *name)
-{
-    static char buf[4][1024];
-    static int k = 0;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", scratch, name);
-    return buf[k];
-}
-
-/* The fixture value formula of make_fixtures.py, in float64. */
-static double val(int64_t i) { return (double)((37 * i) % 101 - 50) / 7.0; }
+#include "io_test_util.h"
 
 /* True when t (contiguous) holds val(i) rounded to float (as_float) or exact. */
 static int holds_val(const gbtd_tensor *t, int as_float)
@@ -53,11 +31,6 @@ static int shape_is(const gbtd_tensor *t, int nd, const int64_t *sh)
     return 1;
 }
 
-static int error_names(const char *path)
-{
-    return strstr(gbtd_last_error(), path) != NULL;
-}
-
 /* Count files in the scratch folder whose name contains ".tmp" (left-over temporaries). */
 static int leftover_tmp(void)
 {
@@ -69,28 +42,6 @@ static int leftover_tmp(void)
         if (strstr(e->d_name, ".tmp")) n++;
     closedir(d);
     return n;
-}
-
-static int write_bytes(const char *path, const void *b, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL) return 0;
-    size_t w = fwrite(b, 1, n, f);
-    fclose(f);
-    return w == n;
-}
-
-static unsigned char *read_bytes(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
 }
 
 /* Fill t with distinct values val(i) in row-major index order of t (any strides). */
