@@ -83,18 +83,22 @@ static void apply_generic(const float *x, float *y, int64_t len, float scale, fl
         for (int64_t i = 0; i < len; i++) y[i] = x[i] * scale + shift;
 }
 
-/* dx += a dy' + bx (x - mu) + k, dy' = dy masked by y > 0 when y is given. */
+/* dx += a dy' + bx (x - mu) + k (set: dx = ...), dy' = dy masked by y > 0 when y is given. */
 static void plane_dx_generic(const float *xs, const float *ys, const float *ds, float *o,
-                             int64_t len, float mu, float a, float bx, float k)
+                             int64_t len, float mu, float a, float bx, float k, int set)
 {
     if (ys) {
         for (int64_t i = 0; i < len; i++) {
             const float d = ds[i], yv = ys[i];
             const float gd = yv > 0.0f ? d : 0.0f;
-            o[i] += a * gd + bx * (xs[i] - mu) + k;
+            const float v = a * gd + bx * (xs[i] - mu) + k;
+            o[i] = set ? v : o[i] + v;
         }
     } else {
-        for (int64_t i = 0; i < len; i++) o[i] += a * ds[i] + bx * (xs[i] - mu) + k;
+        for (int64_t i = 0; i < len; i++) {
+            const float v = a * ds[i] + bx * (xs[i] - mu) + k;
+            o[i] = set ? v : o[i] + v;
+        }
     }
 }
 
@@ -180,7 +184,7 @@ __attribute__((target("avx2,fma"))) static void apply_avx2(const float *x, float
 __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, const float *ys,
                                                                const float *ds, float *o,
                                                                int64_t len, float mu, float a,
-                                                               float bx, float k)
+                                                               float bx, float k, int set)
 {
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(bx), vk = _mm256_set1_ps(k);
     const __m256 m = _mm256_set1_ps(mu), z = _mm256_setzero_ps();
@@ -193,9 +197,10 @@ __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, c
             _mm256_add_ps(_mm256_mul_ps(va, g),
                           _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs + i), m))),
             vk);
-        _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(o + i), v));
+        _mm256_storeu_ps(o + i, set ? v : _mm256_add_ps(_mm256_loadu_ps(o + i), v));
     }
-    if (i < len) plane_dx_generic(xs + i, ys ? ys + i : NULL, ds + i, o + i, len - i, mu, a, bx, k);
+    if (i < len)
+        plane_dx_generic(xs + i, ys ? ys + i : NULL, ds + i, o + i, len - i, mu, a, bx, k, set);
 }
 #endif
 
@@ -239,15 +244,15 @@ static void apply(const float *x, float *y, int64_t len, float scale, float shif
 }
 
 static void plane_dx(const float *xs, const float *ys, const float *ds, float *o, int64_t len,
-                     float mu, float a, float bx, float k)
+                     float mu, float a, float bx, float k, int set)
 {
 #ifdef BN_X86
     if (nn_have_avx2()) {
-        plane_dx_avx2(xs, ys, ds, o, len, mu, a, bx, k);
+        plane_dx_avx2(xs, ys, ds, o, len, mu, a, bx, k, set);
         return;
     }
 #endif
-    plane_dx_generic(xs, ys, ds, o, len, mu, a, bx, k);
+    plane_dx_generic(xs, ys, ds, o, len, mu, a, bx, k, set);
 }
 
 static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
@@ -315,7 +320,7 @@ static int forward_eval(const char *fn, const gbtd_bn_shape *s, const float *x,
 
 static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, const float *gamma,
                     const float *mean, const float *rstd, const float *y, const float *dy,
-                    float *dx, float *dgamma, float *dbeta)
+                    float *dx, float *dgamma, float *dbeta, int set)
 {
     GBTD_CHECK(nn_bn_shape(fn, s));
     NN_NONNULL(fn, x);
@@ -344,7 +349,7 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         const float k = (float)(-g * r * sdy / m);
         for (int64_t n = 0; n < N; n++) {
             const int64_t off = (n * C + c) * HW;
-            plane_dx(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mu, a, bx, k);
+            plane_dx(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mu, a, bx, k, set);
         }
     }
     return GBTD_OK;
@@ -386,7 +391,7 @@ int gbtd_bn_backward(const gbtd_bn_shape *s, const float *x, const float *gamma,
                      const float *mean, const float *rstd, const float *dy, float *dx,
                      float *dgamma, float *dbeta)
 {
-    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, dy, dx, dgamma, dbeta);
+    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, dy, dx, dgamma, dbeta, 0);
 }
 
 int gbtd_bn_relu_backward(const gbtd_bn_shape *s, const float *x, const float *gamma,
@@ -394,5 +399,14 @@ int gbtd_bn_relu_backward(const gbtd_bn_shape *s, const float *x, const float *g
                           const float *dy, float *dx, float *dgamma, float *dbeta)
 {
     if (!y) return gbtd_error(GBTD_EINVAL, "bn_relu_backward: y is NULL");
-    return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, dy, dx, dgamma, dbeta);
+    return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, dy, dx, dgamma, dbeta, 0);
+}
+
+int nn_bn_backward_set(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                       const float *mean, const float *rstd, const float *y, const float *dy,
+                       float *dx, float *dgamma, float *dbeta, int set_dx)
+{
+    if (y) return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, dy, dx, dgamma, dbeta,
+                           set_dx);
+    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, dy, dx, dgamma, dbeta, set_dx);
 }

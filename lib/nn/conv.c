@@ -370,7 +370,7 @@ int gbtd_conv2d_forward(const gbtd_conv2d_shape *s0, const float *x, const float
 /* ---- backward ------------------------------------------------------------------------------- */
 
 static void bwd_item(const conv_plan *p, int64_t n, int64_t g, const float *x, const float *wt,
-                     const float *dy, float *dx, float *dwt, float *col)
+                     const float *dy, float *dx, float *dwt, float *col, int set_dx)
 {
     const gbtd_conv2d_shape *s = &p->s;
     const float *xg = x + (n * s->c_in + g * p->cig) * p->hw;
@@ -387,9 +387,10 @@ static void bwd_item(const conv_plan *p, int64_t n, int64_t g, const float *x, c
     if (dx) {
         float *dxg = dx + (n * s->c_in + g * p->cig) * p->hw;
         if (p->direct) {
-            gemm_nn(p, 1, p->kg, p->hwo, p->cog, wg, dyg, dxg, 0);
+            gemm_nn(p, 1, p->kg, p->hwo, p->cog, wg, dyg, dxg, set_dx);
         } else {
             gemm_nn(p, 1, p->kg, p->hwo, p->cog, wg, dyg, col, 1);
+            if (set_dx) memset(dxg, 0, sizeof(float) * (size_t)(p->cig * p->hw));
             col2im_add(p, col, dxg);
         }
     }
@@ -398,6 +399,13 @@ static void bwd_item(const conv_plan *p, int64_t n, int64_t g, const float *x, c
 int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const float *wt,
                          const float *dy, float *dx, float *dw, float *db, float *ws,
                          size_t ws_len)
+{
+    return nn_conv2d_backward_set(s0, x, wt, dy, dx, dw, db, ws, ws_len, 0);
+}
+
+int nn_conv2d_backward_set(const gbtd_conv2d_shape *s0, const float *x, const float *wt,
+                           const float *dy, float *dx, float *dw, float *db, float *ws,
+                           size_t ws_len, int set_dx)
 {
     static const char *fn = "conv2d_backward";
     conv_plan p;
@@ -427,6 +435,13 @@ int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const floa
         }
     }
     if (!dx && !dw) return GBTD_OK;
+    /* Only the dense per-(image, group) path writes each dx slice itself. */
+    const int dense_path = !p.depthwise && !p.phase_grp;
+    if (dx && set_dx && !dense_path) {
+        memset(dx, 0, sizeof(float) * (size_t)(s->n * s->c_in * p.hw));
+        set_dx = 0;
+    }
+    if (!dx) set_dx = 0;
     if (dw_fast) {
         nn_dw_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt);
         return GBTD_OK;
@@ -452,7 +467,7 @@ int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const floa
     const int saved = nn_blas_single_begin(nt);
     if (nt == 1) {
         for (int64_t n = 0; n < s->n; n++)
-            for (int64_t g = 0; g < G; g++) bwd_item(&p, n, g, x, wt, dy, dx, dw, ws);
+            for (int64_t g = 0; g < G; g++) bwd_item(&p, n, g, x, wt, dy, dx, dw, ws, set_dx);
     } else if (G >= nt) {
         /* Each thread owns whole groups: their weight gradients and input channels are its own. */
 #pragma omp parallel num_threads(nt)
@@ -460,7 +475,7 @@ int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const floa
             float *col = ws + (size_t)thread_id() * p.per_thread;
 #pragma omp for schedule(static)
             for (int64_t g = 0; g < G; g++)
-                for (int64_t n = 0; n < s->n; n++) bwd_item(&p, n, g, x, wt, dy, dx, dw, col);
+                for (int64_t n = 0; n < s->n; n++) bwd_item(&p, n, g, x, wt, dy, dx, dw, col, set_dx);
         }
     } else {
         /* Threads split the images; each accumulates a private weight gradient, summed after.
@@ -474,7 +489,7 @@ int gbtd_conv2d_backward(const gbtd_conv2d_shape *s0, const float *x, const floa
             float *dwp = dw ? col + p.col_len : NULL;
 #pragma omp for schedule(static)
             for (int64_t n = 0; n < s->n; n++)
-                for (int64_t g = 0; g < G; g++) bwd_item(&p, n, g, x, wt, dy, dx, dwp, col);
+                for (int64_t g = 0; g < G; g++) bwd_item(&p, n, g, x, wt, dy, dx, dwp, col, set_dx);
         }
         if (dw) {
 #pragma omp parallel for num_threads(nt) schedule(static)

@@ -4,8 +4,10 @@
  * their ReLU, so a conv-BN-ReLU costs two activations). Gradients of values live only while
  * needed: a plan made once per batch size assigns each value's gradient to a slot of a small
  * pool, reused as soon as the producing layer's backward has run. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/status.h"
 #include "nn/net.h"
@@ -37,7 +39,71 @@ struct gbtd_net_runtime {
     int *gslot;          /* per value: slot holding its gradient (-1 none) */
     bool *zero_in, *zero_in2; /* per layer: zero the input gradient before accumulating */
     int64_t bytes;
+    double *prof;        /* GBTD_PROFILE set: per layer forward and backward seconds */
+    int64_t prof_steps;  /* training forwards profiled */
 };
+
+static double prof_now_(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static const char *kind_name_(int kind)
+{
+    switch (kind) {
+    case GBTD_LAYER_CONV: return "conv";
+    case GBTD_LAYER_BN: return "bn";
+    case GBTD_LAYER_RELU: return "relu";
+    case GBTD_LAYER_MAXPOOL: return "maxpool";
+    case GBTD_LAYER_GAP: return "gap";
+    case GBTD_LAYER_LINEAR: return "linear";
+    case GBTD_LAYER_ADD: return "add";
+    case GBTD_LAYER_SHORTCUT_A: return "shortcut-a";
+    }
+    return "?";
+}
+
+/* GBTD_PROFILE: the time per layer kind (forward / backward, training passes only) and the ten
+ * slowest layers (GBTD_PROFILE=all: every layer), on stderr when the runtime is released. */
+static void prof_print_(const gbtd_net *net, const gbtd_net_runtime *rt)
+{
+    enum { NK = 8 };
+    double kf[NK + 1] = {0}, kb[NK + 1] = {0}, total = 0.0;
+    const int nl = net->nlayers;
+    for (int i = 0; i < nl; i++) {
+        int k = net->layers[i].kind;
+        if (k < 0 || k > NK) k = NK;
+        kf[k] += rt->prof[2 * i];
+        kb[k] += rt->prof[2 * i + 1];
+        total += rt->prof[2 * i] + rt->prof[2 * i + 1];
+    }
+    if (total <= 0.0) return;
+    fprintf(stderr, "profile: %lld training passes, %.3f s\n  kind          forward  backward  share\n",
+            (long long)rt->prof_steps, total);
+    for (int k = 0; k <= NK; k++)
+        if (kf[k] + kb[k] > 0.0)
+            fprintf(stderr, "  %-12s %8.3f  %8.3f  %5.1f %%\n", kind_name_(k), kf[k], kb[k],
+                    100.0 * (kf[k] + kb[k]) / total);
+    fprintf(stderr, "  slowest layers (forward + backward):\n");
+    bool *done = calloc((size_t)nl + 1, sizeof(bool));
+    if (!done) return;
+    const char *env = getenv("GBTD_PROFILE");
+    const int shown = env && !strcmp(env, "all") ? nl : 10;
+    for (int r = 0; r < shown && r < nl; r++) {
+        int best = -1;
+        for (int i = 0; i < nl; i++)
+            if (!done[i] && (best < 0 || rt->prof[2 * i] + rt->prof[2 * i + 1] >
+                                             rt->prof[2 * best] + rt->prof[2 * best + 1]))
+                best = i;
+        done[best] = true;
+        const gbtd_layer *L = &net->layers[best];
+        fprintf(stderr, "  %4d %-28s %-10s %8.3f  %8.3f\n", best, L->name,
+                kind_name_(L->kind), rt->prof[2 * best], rt->prof[2 * best + 1]);
+    }
+    free(done);
+}
 
 static int64_t numel_(const gbtd_value *v) { return (int64_t)v->c * v->h * v->w; }
 
@@ -45,6 +111,10 @@ void gbtd_net_runtime_free_(gbtd_net *net)
 {
     gbtd_net_runtime *rt = net ? net->rt : NULL;
     if (!rt) return;
+    if (rt->prof) {
+        prof_print_(net, rt);
+        free(rt->prof);
+    }
     gbtd_free(rt->arena);
     gbtd_free(rt->act);
     gbtd_free(rt->bn_cache);
@@ -180,6 +250,7 @@ static int runtime_alloc_(gbtd_net *net, int n)
         off += (int64_t)n * numel_(&net->values[v]);
     }
     if (plan_grads_(net, rt, n)) goto oom;
+    if (getenv("GBTD_PROFILE")) rt->prof = calloc(2 * (size_t)nl + 1, sizeof(double));
     return GBTD_OK;
 oom:
     gbtd_net_runtime_free_(net);
@@ -214,9 +285,12 @@ int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const 
     rt->cur_n = n;
     rt->trained = training;
     rt->have_dlogits = false;
+    double *prof = training ? rt->prof : NULL;
+    if (prof) rt->prof_steps++;
     for (int i = 0; i < net->nlayers; i++) {
         const gbtd_layer *L = &net->layers[i];
         const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
+        const double t0 = prof ? prof_now_() : 0.0;
         const float *in = rt->act[L->in];
         float *out = rt->act[L->out];
         int rc = GBTD_OK;
@@ -267,6 +341,7 @@ int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const 
             rc = gbtd_shortcut_a_forward(n, vi->c, vi->h, vi->w, (L->c_out - L->c_in) / 2, in, out);
             break;
         }
+        if (prof) prof[2 * i] += prof_now_() - t0;
         if (rc) return rc;
     }
     if (logits) *logits = rt->act[net->nvalues - 1];
@@ -343,30 +418,32 @@ int gbtd_net_backward(gbtd_net *net)
     for (int i = net->nlayers - 1; i >= 0; i--) {
         const gbtd_layer *L = &net->layers[i];
         const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
+        const double t0 = rt->prof ? prof_now_() : 0.0;
         const float *dy = rt->slot[rt->gslot[L->out]];
         float *dx = rt->gslot[L->in] >= 0 ? rt->slot[rt->gslot[L->in]] : NULL;
         float *dx2 = L->in2 >= 0 && rt->gslot[L->in2] >= 0 ? rt->slot[rt->gslot[L->in2]] : NULL;
-        const bool store = L->kind == GBTD_LAYER_ADD; /* writes rather than adds: no memset */
+        /* these write rather than add their input's first gradient: no memset */
+        const bool store = L->kind == GBTD_LAYER_ADD || L->kind == GBTD_LAYER_CONV ||
+                           L->kind == GBTD_LAYER_BN;
         if (dx && rt->zero_in[i] && !store)
             memset(dx, 0, (size_t)(n * numel_(vi)) * sizeof(float));
-        if (dx2 && rt->zero_in2[i] && !store)
+        if (dx2 && rt->zero_in2[i] && L->kind != GBTD_LAYER_ADD)
             memset(dx2, 0, (size_t)(n * numel_(&net->values[L->in2])) * sizeof(float));
         const float *x = rt->act[L->in], *y = rt->act[L->out];
         int rc = GBTD_OK;
         switch (L->kind) {
         case GBTD_LAYER_CONV: {
             gbtd_conv2d_shape s = conv_shape_(net, L, n);
-            rc = gbtd_conv2d_backward(&s, x, net->params + L->w, dy, dx, net->grads + L->w, NULL,
-                                      rt->ws, rt->ws_len);
+            rc = nn_conv2d_backward_set(&s, x, net->params + L->w, dy, dx, net->grads + L->w,
+                                        NULL, rt->ws, rt->ws_len, dx && rt->zero_in[i]);
             break;
         }
         case GBTD_LAYER_BN: {
             gbtd_bn_shape s = {n, vi->c, (int64_t)vi->h * vi->w};
             const float *mean = rt->bn_cache + rt->bn_off[i], *rstd = mean + L->c_out;
-            rc = L->relu ? gbtd_bn_relu_backward(&s, x, net->params + L->w, mean, rstd, y, dy, dx,
-                                                 net->grads + L->w, net->grads + L->b)
-                         : gbtd_bn_backward(&s, x, net->params + L->w, mean, rstd, dy, dx,
-                                            net->grads + L->w, net->grads + L->b);
+            rc = nn_bn_backward_set(&s, x, net->params + L->w, mean, rstd, L->relu ? y : NULL, dy,
+                                    dx, net->grads + L->w, net->grads + L->b,
+                                    dx && rt->zero_in[i]);
             break;
         }
         case GBTD_LAYER_RELU:
@@ -396,6 +473,7 @@ int gbtd_net_backward(gbtd_net *net)
                                               dx);
             break;
         }
+        if (rt->prof) rt->prof[2 * i + 1] += prof_now_() - t0;
         if (rc) return rc;
     }
     return GBTD_OK;

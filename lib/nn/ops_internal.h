@@ -34,6 +34,16 @@ int nn_bn_shape(const char *fn, const gbtd_bn_shape *s);
 void nn_add_backward_store(int64_t len, int relu, const float *y, const float *dy, float *da,
                            int set_a, float *db, int set_b);
 
+/* Batch-norm backward (y given: the fused-ReLU variant) and convolution backward that store the
+ * input gradient when set_dx (dx = ..., the buffer's old contents ignored) instead of adding to it:
+ * no zeroing pass before them. */
+int nn_bn_backward_set(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                       const float *mean, const float *rstd, const float *y, const float *dy,
+                       float *dx, float *dgamma, float *dbeta, int set_dx);
+int nn_conv2d_backward_set(const gbtd_conv2d_shape *s, const float *x, const float *wt,
+                           const float *dy, float *dx, float *dw, float *db, float *ws,
+                           size_t ws_len, int set_dx);
+
 /* OpenBLAS thread count around OpenMP regions that call BLAS from several threads. */
 int nn_blas_single_begin(int omp_threads);
 void nn_blas_single_end(int saved);

@@ -6,6 +6,7 @@
  *     padding, groups 1/2/4/depthwise, channel multiplier, batch 1), tolerance from the
  *     accumulation length times the sum of absolute terms;
  *  3. gradients accumulate (never overwrite) and a shared weight sums the gradients of its uses;
+ *     the internal store variants (set_dx) equal accumulation onto zeros over any old contents;
  *  4. every error code of the public kernels. */
 #include <math.h>
 #include <stdint.h>
@@ -755,6 +756,77 @@ static void errors(void)
     CHECK_STATUS(gbtd_add_forward(3, x, NULL, y), GBTD_EINVAL, "add: NULL b -> EINVAL");
 }
 
+/* The store variants used by the network backward: dx written over NaN garbage equals dx
+ * accumulated onto zeros (same operations, so exactly), on every conv path and both BN kinds. */
+static void store_mode(void)
+{
+    typedef struct { int64_t n, ci, h, w, co, k, s, p, g; } cs;
+    static const cs cases[] = {
+        {3, 16, 6, 5, 24, 1, 1, 0, 1},  /* 1x1 stride 1: sgemm writes dx */
+        {2, 80, 7, 7, 96, 3, 1, 1, 1},  /* wide dense 3x3: im2col + col2im */
+        {2, 96, 8, 8, 128, 1, 2, 0, 1}, /* 1x1 stride 2 projection, wide */
+        {2, 16, 9, 9, 16, 3, 2, 1, 1},  /* narrow dense: phase planes */
+        {2, 32, 5, 5, 32, 3, 1, 1, 8},  /* grouped */
+        {2, 12, 6, 6, 12, 3, 1, 1, 12}, /* depthwise */
+    };
+    for (int t = 1; t <= 2; t++) {
+        gbtd_set_threads(t);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            const cs *c = &cases[i];
+            gbtd_conv2d_shape s =
+                gbtd_conv2d_shape_make(c->n, c->ci, c->h, c->w, c->co, c->k, c->s, c->p, c->g);
+            gbtd_conv2d_shape_init(&s);
+            const int64_t nx = s.n * s.c_in * s.h * s.w, nw = gbtd_conv2d_weight_count(&s);
+            const int64_t ny = s.n * s.c_out * s.h_out * s.w_out;
+            float *x = fvec(nx, -1, 1), *w = fvec(nw, -1, 1), *dy = fvec(ny, -1, 1);
+            const size_t wl = gbtd_conv2d_workspace_size(&s, 0);
+            float *ws = malloc(sizeof(float) * (wl ? wl : 1));
+            float *dxa = fzeros(nx), *dxs = malloc(sizeof(float) * (size_t)nx);
+            float *dwa = fzeros(nw), *dws = fzeros(nw);
+            for (int64_t k = 0; k < nx; k++) dxs[k] = NAN;
+            char name[160];
+            snprintf(name, sizeof name, "store conv c%lld>%lld k%lld s%lld g%lld threads %d: runs",
+                     (long long)c->ci, (long long)c->co, (long long)c->k, (long long)c->s,
+                     (long long)c->g, t);
+            CHECK_OK(gbtd_conv2d_backward(&s, x, w, dy, dxa, dwa, NULL, ws, wl), name);
+            CHECK_OK(nn_conv2d_backward_set(&s, x, w, dy, dxs, dws, NULL, ws, wl, 1), name);
+            int64_t bad = 0;
+            for (int64_t k = 0; k < nx; k++) bad += !(dxs[k] == dxa[k]);
+            for (int64_t k = 0; k < nw; k++) bad += !(dws[k] == dwa[k]);
+            snprintf(name, sizeof name, "store conv c%lld>%lld k%lld s%lld g%lld threads %d: dx, dw "
+                     "equal accumulation onto zeros", (long long)c->ci, (long long)c->co,
+                     (long long)c->k, (long long)c->s, (long long)c->g, t);
+            CHECK(bad == 0, name);
+            free(x); free(w); free(dy); free(ws); free(dxa); free(dxs); free(dwa); free(dws);
+        }
+    }
+    gbtd_set_threads(2);
+    for (int relu = 0; relu <= 1; relu++) {
+        gbtd_bn_shape s = {4, 6, 37};
+        const int64_t len = s.n * s.c * s.hw;
+        float *x = fvec(len, -2, 2), *g = fvec(s.c, 0.5, 1.5), *b = fvec(s.c, -0.5, 0.5);
+        float *dy = fvec(len, -1, 1), *y = fzeros(len), *mean = fzeros(s.c), *rstd = fzeros(s.c);
+        float *dxa = fzeros(len), *dxs = malloc(sizeof(float) * (size_t)len);
+        float *dga = fzeros(s.c), *dba = fzeros(s.c), *dgs = fzeros(s.c), *dbs = fzeros(s.c);
+        for (int64_t k = 0; k < len; k++) dxs[k] = NAN;
+        CHECK_OK(relu ? gbtd_bn_relu_forward_train(&s, x, g, b, 1e-5f, 0.1f, NULL, NULL, mean, rstd, y)
+                      : gbtd_bn_forward_train(&s, x, g, b, 1e-5f, 0.1f, NULL, NULL, mean, rstd, y),
+                 "store bn: forward runs");
+        CHECK_OK(relu ? gbtd_bn_relu_backward(&s, x, g, mean, rstd, y, dy, dxa, dga, dba)
+                      : gbtd_bn_backward(&s, x, g, mean, rstd, dy, dxa, dga, dba),
+                 "store bn: backward runs");
+        CHECK_OK(nn_bn_backward_set(&s, x, g, mean, rstd, relu ? y : NULL, dy, dxs, dgs, dbs, 1),
+                 "store bn: store variant runs");
+        int64_t bad = 0;
+        for (int64_t k = 0; k < len; k++) bad += !(dxs[k] == dxa[k]);
+        for (int64_t k = 0; k < s.c; k++) bad += !(dgs[k] == dga[k]) + !(dbs[k] == dba[k]);
+        CHECK(bad == 0, relu ? "store bn+relu: dx, dgamma, dbeta equal accumulation onto zeros"
+                             : "store bn: dx, dgamma, dbeta equal accumulation onto zeros");
+        free(x); free(g); free(b); free(dy); free(y); free(mean); free(rstd); free(dxa); free(dxs);
+        free(dga); free(dba); free(dgs); free(dbs);
+    }
+}
+
 int main(void)
 {
     gbtd_rng_alloc(20240601, &rng);
@@ -788,6 +860,7 @@ int main(void)
     bn_offset_stats();
     simple_vs_refd();
     sharing();
+    store_mode();
     errors();
     gbtd_rng_free(rng);
     return check_finish();
