@@ -15,6 +15,7 @@
  * net->grads between backward and update:
  *     gbtd_net_forward(net, x, n, true);        // caches what backward needs
  *     gbtd_net_loss(net, labels, &loss, ...);   // softmax cross-entropy, seeds dlogits
+ *     gbtd_net_add_value_grad(net, v, g, 1);    // optional: extra loss terms on values
  *     gbtd_net_zero_grad(net);
  *     gbtd_net_backward(net);                   // accumulates into net->grads
  *     (all-reduce net->grads here)
@@ -172,6 +173,15 @@ void gbtd_net_zero_grad(gbtd_net *net);
 /* Backward pass of the last training forward, from the gradient gbtd_net_loss stored (or one
  * given with gbtd_net_set_dlogits); gradients are added to net->grads. */
 int gbtd_net_backward(gbtd_net *net);
+/* An extra loss term on an intermediate value: for the next gbtd_net_backward, add
+ * scale * grad (n x c x h x w of value `value`, the n of the last training forward) to
+ * d loss / d value, after every layer reading the value has added its part and before the
+ * backward of the layer producing it, so that the parameter gradients are those of
+ * loss + extra. Calls accumulate (several values, or several terms on one). grad is not
+ * copied: it must stay valid until the backward. The record is dropped by that backward and by
+ * the next forward. Errors: GBTD_EINVAL (no training forward yet, value not a layer output or
+ * read by no layer, NULL grad, scale not finite), GBTD_ENOMEM. */
+int gbtd_net_add_value_grad(gbtd_net *net, int value, const float *grad, float scale);
 /* Set d loss / d logits (n x classes, the n of the last forward) by hand (tests). */
 int gbtd_net_set_dlogits(gbtd_net *net, const float *dlogits);
 /* Gradient with respect to the input image of the last backward (n x C x H x W), or NULL

@@ -4,6 +4,7 @@
  * their ReLU, so a conv-BN-ReLU costs two activations). Gradients of values live only while
  * needed: a plan made once per batch size assigns each value's gradient to a slot of a small
  * pool, reused as soon as the producing layer's backward has run. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,13 @@ struct gbtd_net_runtime {
     int64_t bytes;
     double *prof;        /* GBTD_PROFILE set: per layer forward and backward seconds */
     int64_t prof_steps;  /* training forwards profiled */
+    /* extra value gradients for the next backward (gbtd_net_add_value_grad) */
+    int ninj, cap_inj;
+    struct value_grad_ {
+        int value;
+        float scale;
+        const float *grad;
+    } *inj;
 };
 
 static double prof_now_(void)
@@ -129,6 +137,7 @@ void gbtd_net_runtime_free_(gbtd_net *net)
     gbtd_free(rt->gslot);
     gbtd_free(rt->zero_in);
     gbtd_free(rt->zero_in2);
+    gbtd_free(rt->inj);
     gbtd_free(rt);
     net->rt = NULL;
 }
@@ -285,6 +294,7 @@ int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const 
     rt->cur_n = n;
     rt->trained = training;
     rt->have_dlogits = false;
+    rt->ninj = 0;
     double *prof = training ? rt->prof : NULL;
     if (prof) rt->prof_steps++;
     for (int i = 0; i < net->nlayers; i++) {
@@ -407,6 +417,47 @@ void gbtd_net_zero_grad(gbtd_net *net)
     memset(net->grads, 0, (size_t)net->nparams * sizeof(float));
 }
 
+int gbtd_net_add_value_grad(gbtd_net *net, int value, const float *grad, float scale)
+{
+    if (!net || !net->rt || !net->rt->trained || !net->rt->cur_n)
+        return gbtd_error(GBTD_EINVAL, "net_add_value_grad: needs a training forward first");
+    gbtd_net_runtime *rt = net->rt;
+    if (value < 1 || value >= net->nvalues)
+        return gbtd_error(GBTD_EINVAL, "net_add_value_grad: value %d is not a layer output "
+                          "(1 to %d)", value, net->nvalues - 1);
+    if (!grad || !isfinite(scale))
+        return gbtd_error(GBTD_EINVAL, "net_add_value_grad: %s", grad ? "scale not finite"
+                          : "NULL gradient");
+    if (rt->gslot[value] < 0)
+        return gbtd_error(GBTD_EINVAL, "net_add_value_grad: value %d is read by no layer (it has "
+                          "no gradient)", value);
+    if (rt->ninj == rt->cap_inj) {
+        const int cap = rt->cap_inj ? 2 * rt->cap_inj : 8;
+        struct value_grad_ *p = gbtd_malloc((size_t)cap * sizeof *p);
+        if (!p) return gbtd_error(GBTD_ENOMEM, "net_add_value_grad: out of memory");
+        if (rt->ninj) memcpy(p, rt->inj, (size_t)rt->ninj * sizeof *p);
+        gbtd_free(rt->inj);
+        rt->inj = p;
+        rt->cap_inj = cap;
+    }
+    rt->inj[rt->ninj++] = (struct value_grad_){value, scale, grad};
+    return GBTD_OK;
+}
+
+/* Add the recorded extra gradients of value v into its slot: called just before the backward
+ * of v's producer, when every consumer of v has added its part. */
+static void add_value_grads_(const gbtd_net *net, gbtd_net_runtime *rt, int v)
+{
+    const int64_t len = (int64_t)rt->cur_n * numel_(&net->values[v]);
+    for (int j = 0; j < rt->ninj; j++) {
+        if (rt->inj[j].value != v) continue;
+        float *d = rt->slot[rt->gslot[v]];
+        const float *g = rt->inj[j].grad;
+        const float s = rt->inj[j].scale;
+        for (int64_t e = 0; e < len; e++) d[e] += s * g[e];
+    }
+}
+
 int gbtd_net_backward(gbtd_net *net)
 {
     if (!net || !net->rt || !net->rt->trained || !net->rt->have_dlogits)
@@ -419,6 +470,7 @@ int gbtd_net_backward(gbtd_net *net)
         const gbtd_layer *L = &net->layers[i];
         const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
         const double t0 = rt->prof ? prof_now_() : 0.0;
+        if (rt->ninj) add_value_grads_(net, rt, L->out);
         const float *dy = rt->slot[rt->gslot[L->out]];
         float *dx = rt->gslot[L->in] >= 0 ? rt->slot[rt->gslot[L->in]] : NULL;
         float *dx2 = L->in2 >= 0 && rt->gslot[L->in2] >= 0 ? rt->slot[rt->gslot[L->in2]] : NULL;
@@ -476,6 +528,7 @@ int gbtd_net_backward(gbtd_net *net)
         if (rt->prof) rt->prof[2 * i + 1] += prof_now_() - t0;
         if (rc) return rc;
     }
+    rt->ninj = 0;
     return GBTD_OK;
 }
 

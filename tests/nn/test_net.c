@@ -301,6 +301,178 @@ static void short_training_(void)
     gbtd_dataset_free(&te);
 }
 
+/* ---- extra gradients on intermediate values (gbtd_net_add_value_grad) ----------------------
+ * A small smooth net (no ReLU, so central differences see no kinks):
+ *   x (2x6x6) -> c1 conv 3x3 -> v1 -> bn1 (batch statistics) -> v2 -> c2 conv 3x3 -> v3
+ *   v4 = v3 + v2 -> gap -> fc -> logits
+ * v2 is read by two layers (c2 and the add), so its extra gradient must enter after both. */
+typedef struct vg_net {
+    gbtd_net n;
+    int v2, v3;
+} vg_net;
+
+static int vg_build_(vg_net *g, bool dead)
+{
+    int v;
+    memset(g, 0, sizeof *g);
+    int rc = gbtd_net_init(&g->n, 2, 6, 6);
+    if (!rc) rc = gbtd_net_add_conv(&g->n, "c1", 0, 4, 3, 1, 1, 1, -1, &v);
+    if (!rc) rc = gbtd_net_add_bn(&g->n, "bn1", v, false, 1e-5f, 0.1f, &g->v2);
+    if (!rc && dead) rc = gbtd_net_add_relu(&g->n, g->v2, &v); /* read by nothing */
+    if (!rc) rc = gbtd_net_add_conv(&g->n, "c2", g->v2, 4, 3, 1, 1, 1, -1, &g->v3);
+    if (!rc) rc = gbtd_net_add_add(&g->n, g->v3, g->v2, false, &v);
+    if (!rc) rc = gbtd_net_add_gap(&g->n, v, &v);
+    if (!rc) rc = gbtd_net_add_linear(&g->n, "fc", v, 3, &v);
+    if (!rc) {
+        g->n.classes = 3;
+        rc = gbtd_net_finalize(&g->n);
+    }
+    if (!rc) rc = gbtd_net_init_params(&g->n, 5);
+    return rc;
+}
+
+/* The combined loss in double from a training forward: mean cross-entropy
+ * + sum_e q_e v2_e + (s / 2) sum_e (v3_e - t_e)^2. */
+static double vg_loss_(vg_net *g, const float *x, int nb, const int32_t *y, const float *q,
+                       const float *t, double s)
+{
+    const float *lg;
+    if (gbtd_net_forward(&g->n, x, nb, true, &lg)) return NAN;
+    double l = 0;
+    for (int i = 0; i < nb; i++) {
+        double mx = lg[i * 3], se = 0;
+        for (int j = 1; j < 3; j++) mx = fmax(mx, lg[i * 3 + j]);
+        for (int j = 0; j < 3; j++) se += exp(lg[i * 3 + j] - mx);
+        l += mx + log(se) - lg[i * 3 + y[i]];
+    }
+    l /= nb;
+    const float *a = gbtd_net_value(&g->n, g->v2), *b = gbtd_net_value(&g->n, g->v3);
+    for (int e = 0; e < nb * 4 * 36; e++) l += (double)q[e] * a[e];
+    for (int e = 0; e < nb * 4 * 36; e++)
+        l += 0.5 * s * ((double)b[e] - t[e]) * ((double)b[e] - t[e]);
+    return l;
+}
+
+static void value_grad_(void)
+{
+    check_alloc_install();
+    const long live0 = check_alloc_live();
+    enum { NB = 4, LEN = NB * 4 * 36 };
+    const double s = 0.1;
+    vg_net g;
+    CHECK_OK(vg_build_(&g, false), "value grad: small net builds");
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(11, &rng);
+    float x[NB * 72], q[LEN], t[LEN], diff[LEN];
+    int32_t y[NB] = {0, 2, 1, 2};
+    for (int i = 0; i < NB * 72; i++) x[i] = (float)gbtd_rng_normal(rng);
+    for (int i = 0; i < LEN; i++) q[i] = (float)(0.5 * gbtd_rng_normal(rng));
+    for (int i = 0; i < LEN; i++) t[i] = (float)gbtd_rng_normal(rng);
+    const int64_t P = g.n.nparams;
+    float *grad = malloc((size_t)P * sizeof *grad), *grad0 = malloc((size_t)P * sizeof *grad0),
+          *p0 = malloc((size_t)P * sizeof *p0);
+    double *dir = malloc((size_t)P * sizeof *dir);
+    memcpy(p0, g.n.params, (size_t)P * sizeof *p0);
+
+    CHECK_STATUS(gbtd_net_add_value_grad(&g.n, g.v2, q, 1.0f), GBTD_EINVAL,
+                 "value grad: refused before any forward");
+    CHECK_OK(gbtd_net_forward(&g.n, x, NB, false, NULL), "value grad: eval forward");
+    CHECK_STATUS(gbtd_net_add_value_grad(&g.n, g.v2, q, 1.0f), GBTD_EINVAL,
+                 "value grad: refused after an evaluation forward");
+
+    /* analytic: d CE / d logits from gbtd_net_loss, the two extra terms injected */
+    CHECK_OK(gbtd_net_forward(&g.n, x, NB, true, NULL), "value grad: training forward");
+    CHECK_OK(gbtd_net_loss(&g.n, y, 0.0f, NULL, NULL), "value grad: loss");
+    const float *b3 = gbtd_net_value(&g.n, g.v3);
+    for (int e = 0; e < LEN; e++) diff[e] = b3[e] - t[e];
+    CHECK_OK(gbtd_net_add_value_grad(&g.n, g.v2, q, 1.0f), "value grad: add at v2 (two readers)");
+    CHECK_OK(gbtd_net_add_value_grad(&g.n, g.v3, diff, (float)s), "value grad: add at v3");
+    CHECK_STATUS(gbtd_net_add_value_grad(&g.n, 0, q, 1.0f), GBTD_EINVAL,
+                 "value grad: the input value refused");
+    CHECK_STATUS(gbtd_net_add_value_grad(&g.n, g.n.nvalues, q, 1.0f), GBTD_EINVAL,
+                 "value grad: value out of range refused");
+    CHECK_STATUS(gbtd_net_add_value_grad(&g.n, g.v2, NULL, 1.0f), GBTD_EINVAL,
+                 "value grad: NULL gradient refused");
+    CHECK_STATUS(gbtd_net_add_value_grad(&g.n, g.v2, q, NAN), GBTD_EINVAL,
+                 "value grad: NaN scale refused");
+    gbtd_net_zero_grad(&g.n);
+    CHECK_OK(gbtd_net_backward(&g.n), "value grad: backward");
+    memcpy(grad, g.n.grads, (size_t)P * sizeof *grad);
+    /* the same step without extra terms: the record was dropped by the backward */
+    CHECK_OK(gbtd_net_forward(&g.n, x, NB, true, NULL), "value grad: forward again");
+    CHECK_OK(gbtd_net_loss(&g.n, y, 0.0f, NULL, NULL), "value grad: loss again");
+    gbtd_net_zero_grad(&g.n);
+    CHECK_OK(gbtd_net_backward(&g.n), "value grad: backward without extra terms");
+    memcpy(grad0, g.n.grads, (size_t)P * sizeof *grad0);
+
+    /* Central differences of the combined loss along a random unit direction and along three
+     * weights of c1 (upstream of both terms). The loss is summed in double from float
+     * activations: its rounding noise is ~1e-6 (a float forward, ~600 terms of size ~1), so
+     * ~5e-5 after dividing by 2h; the truncation error h^2 |L'''| / 6 is ~2e-5 for third
+     * derivatives of size ~1; tolerance 1e-3 (1 + |ref|). */
+    const double h = 1e-2;
+    double nd = 0, gd = 0, gd0 = 0;
+    for (int64_t i = 0; i < P; i++) {
+        dir[i] = gbtd_rng_normal(rng);
+        nd += dir[i] * dir[i];
+    }
+    nd = sqrt(nd);
+    for (int64_t i = 0; i < P; i++) {
+        dir[i] /= nd;
+        gd += grad[i] * dir[i];
+        gd0 += grad0[i] * dir[i];
+    }
+    double lp, lm;
+    for (int64_t i = 0; i < P; i++) g.n.params[i] = (float)(p0[i] + h * dir[i]);
+    lp = vg_loss_(&g, x, NB, y, q, t, s);
+    for (int64_t i = 0; i < P; i++) g.n.params[i] = (float)(p0[i] - h * dir[i]);
+    lm = vg_loss_(&g, x, NB, y, q, t, s);
+    memcpy(g.n.params, p0, (size_t)P * sizeof *p0);
+    const double fd = (lp - lm) / (2 * h);
+    printf("value grad: directional %.6g, central difference %.6g, without the terms %.6g\n", gd,
+           fd, gd0);
+    CHECK_CLOSE(gd, fd, 1e-3, 1e-3, "value grad: directional derivative = central difference");
+    CHECK(fabs(gd - gd0) > 0.1 * (1 + fabs(fd)),
+          "value grad: the extra terms change it by more than 100x that tolerance");
+    const gbtd_net_entry *w1 = gbtd_net_find(&g.n, "c1.weight");
+    CHECK(w1 != NULL, "value grad: c1.weight");
+    for (int k = 0; w1 && k < 3; k++) {
+        const int64_t i = w1->offset + 17 * k + 3;
+        g.n.params[i] = p0[i] + (float)h;
+        lp = vg_loss_(&g, x, NB, y, q, t, s);
+        g.n.params[i] = p0[i] - (float)h;
+        lm = vg_loss_(&g, x, NB, y, q, t, s);
+        g.n.params[i] = p0[i];
+        const double ref = (lp - lm) / ((double)(p0[i] + (float)h) - (double)(p0[i] - (float)h));
+        char name[96];
+        snprintf(name, sizeof name, "value grad: d L / d c1.weight[%lld] = central difference",
+                 (long long)(i - w1->offset));
+        printf("value grad: c1.weight[%lld]: %.6g, central difference %.6g, without the terms "
+               "%.6g\n", (long long)(i - w1->offset), grad[i], ref, grad0[i]);
+        CHECK_CLOSE(grad[i], ref, 1e-3, 1e-3, name);
+    }
+
+    /* a value no layer reads has no gradient slot */
+    vg_net dg;
+    CHECK_OK(vg_build_(&dg, true), "value grad: net with an unread value builds");
+    CHECK_OK(gbtd_net_forward(&dg.n, x, NB, true, NULL), "value grad: its training forward");
+    CHECK_STATUS(gbtd_net_add_value_grad(&dg.n, dg.v2 + 1, q, 1.0f), GBTD_EINVAL,
+                 "value grad: a value read by no layer refused");
+    check_alloc_fail_after(0);
+    const int rc = gbtd_net_add_value_grad(&dg.n, dg.v2, q, 1.0f);
+    check_alloc_fail_after(-1);
+    CHECK_STATUS(rc, GBTD_ENOMEM, "value grad: allocation failure reported");
+    gbtd_net_free(&dg.n);
+    gbtd_net_free(&g.n);
+    gbtd_rng_free(rng);
+    free(grad);
+    free(grad0);
+    free(p0);
+    free(dir);
+    CHECK(check_alloc_live() == live0, "value grad: no gbtd allocation left");
+    gbtd_set_allocator(NULL);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -310,6 +482,7 @@ int main(int argc, char **argv)
     data_errors_();
     loader_();
     optim_();
+    value_grad_();
     if (!getenv("GBTD_SKIP_TRAINING")) short_training_();
     return check_finish();
 }
