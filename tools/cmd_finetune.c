@@ -1,5 +1,6 @@
 /* gbtd finetune: train a CRU-Net (from gbtd compress) with SGD, optionally new layers first
  * and with distillation from the source network. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,14 +13,20 @@ static void usage_(FILE *f)
     fprintf(f,
             "usage: gbtd finetune CRU.h5 --data fashion-mnist|cifar10 [--data-dir DIR] -o OUT.h5\n"
             "                     [--epochs N] [--new-first N] [--steps N] [--batch N] [--lr X]\n"
-            "                     [--teacher WEIGHTS [--kd-temp T] [--kd-alpha A]]\n"
+            "                     [--teacher WEIGHTS [--kd-temp T] [--kd-alpha A]\n"
+            "                                        [--feat-beta B [--feat-stages LIST]]]\n"
             "                     [--new-lr-scale S] [--norm data|imagenet] [--augment] [--limit N]\n"
             "                     [--json] [--quiet]\n\n"
             "Fine-tunes all layers (after --new-first epochs of the CRU layers alone) with a cosine\n"
             "learning rate; with --teacher, the loss is (1 - A) cross-entropy + A T^2 KL between\n"
             "the softened logits of the teacher and the CRU-Net. The layers the CRU-Net added\n"
             "learn at S times the rate (default 0.1: a factored chain has ~10x the relative\n"
-            "gradient of the convolution it replaces). OUT is a gbtd checkpoint.\n");
+            "gradient of the convolution it replaces). OUT is a gbtd checkpoint.\n\n"
+            "--feat-beta B (with --teacher; default 0: off) adds per-stage feature matching:\n"
+            "  B sum_s |F_s - F_s^T|^2 / |F_s^T|^2, F_s the output of stage s (the residual add\n"
+            "  ending layerS) in the CRU-Net, F_s^T in the teacher, squared norms over the batch.\n"
+            "--feat-stages LIST: the stages matched, e.g. 2,3 (default: every stage of both).\n"
+            "With --teacher the feature distance is reported per epoch even without --feat-beta.\n");
 }
 
 typedef struct prog {
@@ -41,16 +48,21 @@ static int on_step_(int64_t step, int64_t steps, double loss, void *ctx)
 static int on_epoch_(const gbtd_cru_epoch_info *e, void *ctx)
 {
     prog *p = ctx;
-    if (!p->quiet)
-        fprintf(stderr, "%sepoch %d/%d%s: loss %.4f, train top-1 %.2f %%, test top-1 %.2f %%, %.1f s\n",
+    if (!p->quiet) {
+        fprintf(stderr, "%sepoch %d/%d%s: loss %.4f, train top-1 %.2f %%, test top-1 %.2f %%",
                 cli_stderr_is_tty() ? "\r" : "", e->epoch, e->epochs, e->new_only ? " (new layers)" : "",
-                e->loss, 100 * e->top1, 100 * e->test_top1, e->seconds);
+                e->loss, 100 * e->top1, 100 * e->test_top1);
+        if (e->feat_dist >= 0) fprintf(stderr, ", feature distance %.4f", e->feat_dist);
+        fprintf(stderr, ", %.1f s\n", e->seconds);
+    }
     return 0;
 }
 
 int cmd_finetune(int argc, char **argv)
 {
     const char *file = NULL, *outp = NULL, *teacher = NULL, *data = NULL, *dir = NULL, *norm = NULL;
+    int64_t fst[31];
+    int nfst = 0;
     gbtd_cru_finetune_opts fo = gbtd_cru_finetune_opts_default();
     bool json = false, quiet = false, augment = false;
     long long v, limit = 0, threads = 0;
@@ -93,6 +105,18 @@ int cmd_finetune(int argc, char **argv)
             if (!cli_parse_double("finetune", a, argv[++i], &fo.kd_temp)) return EXIT_USAGE;
         } else if (!strcmp(a, "--kd-alpha") && has) {
             if (!cli_parse_double("finetune", a, argv[++i], &fo.kd_alpha)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--feat-beta") && has) {
+            if (!cli_parse_double("finetune", a, argv[++i], &fo.feat_beta)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--feat-stages") && has) {
+            nfst = cli_parse_list("finetune", a, argv[++i], fst, 31);
+            if (nfst < 0) return EXIT_USAGE;
+            fo.feat_stages = 0;
+            for (int k = 0; k < nfst; k++) {
+                if (fst[k] < 1 || fst[k] > 31)
+                    return cli_usage_error("finetune", "--feat-stages: stage %lld (stages are 1 to 31)",
+                                           (long long)fst[k]);
+                fo.feat_stages |= GBTD_CRU_STAGE_BIT(fst[k]);
+            }
         } else if (a[0] == '-') return cli_usage_error("finetune", "unknown option '%s'", a);
         else if (!file) file = a;
         else return cli_usage_error("finetune", "more than one network file ('%s')", a);
@@ -105,6 +129,10 @@ int cmd_finetune(int argc, char **argv)
         fo.kd_alpha > 1)
         return cli_usage_error("finetune", "--lr, --new-lr-scale and --kd-temp must be > 0, "
                                "--kd-alpha in [0, 1]");
+    if (!(fo.feat_beta >= 0) || !isfinite(fo.feat_beta))
+        return cli_usage_error("finetune", "--feat-beta must be a finite number >= 0");
+    if ((fo.feat_beta > 0 || nfst > 0) && !teacher)
+        return cli_usage_error("finetune", "--feat-beta and --feat-stages need --teacher");
     if (norm && strcmp(norm, "data") && strcmp(norm, "imagenet"))
         return cli_usage_error("finetune", "--norm %s (data or imagenet)", norm);
     const size_t ol = strlen(outp);
@@ -132,6 +160,15 @@ int cmd_finetune(int argc, char **argv)
                     T.classes != r.cru.classes))
             st = cli_usage_error("finetune", "%s: the teacher's input or classes differ from the "
                                  "network's", teacher);
+        for (int k = 0; !st && k < nfst; k++) {
+            int sv;
+            const bool in_net = gbtd_cru_stage_output(&r.cru, (int)fst[k], &sv) == GBTD_OK;
+            if (!in_net || gbtd_cru_stage_output(&T, (int)fst[k], &sv) != GBTD_OK)
+                st = cli_usage_error("finetune", "--feat-stages: stage %lld does not exist in %s "
+                                     "(its stages: 1 to %d)", (long long)fst[k],
+                                     in_net ? teacher : file,
+                                     gbtd_cru_net_stages(in_net ? &T : &r.cru));
+        }
         fo.teacher = &T;
     }
     double before = -1, t0 = cli_now();
@@ -161,15 +198,26 @@ int cmd_finetune(int argc, char **argv)
     }
     if (!st) {
         double secs = cli_now() - t0;
-        if (json)
+        if (json) {
             printf("{\"network\": \"%s\", \"params\": %lld, \"epochs\": %d, \"top1_before\": %.4f, "
-                   "\"top1_after\": %.4f, \"seconds\": %.3f, \"seconds_per_epoch\": %.3f}\n",
+                   "\"top1_after\": %.4f, \"seconds\": %.3f, \"seconds_per_epoch\": %.3f, "
+                   "\"feat_beta\": %g, \"feat_stages\": ",
                    file, (long long)r.cru.nparams, fo.epochs, 100 * before, 100 * ei.test_top1,
-                   secs, ei.seconds);
-        else
+                   secs, ei.seconds, fo.feat_beta);
+            if (nfst == 0) printf(teacher ? "\"all\"" : "null");
+            for (int k = 0; k < nfst; k++) printf("%s%lld", k ? ", " : "[", (long long)fst[k]);
+            if (nfst) printf("]");
+            if (ei.feat_dist >= 0) printf(", \"feat_dist\": %.6f}\n", ei.feat_dist);
+            else printf(", \"feat_dist\": null}\n");
+        } else {
             printf("network %s (%lld parameters)\ntest top-1 before %.2f %%, after %d epochs "
-                   "%.2f %%\ntime %.1f s\nwrote %s\n", file, (long long)r.cru.nparams, 100 * before,
-                   fo.epochs, 100 * ei.test_top1, secs, outp);
+                   "%.2f %%\n", file, (long long)r.cru.nparams, 100 * before, fo.epochs,
+                   100 * ei.test_top1);
+            if (ei.feat_dist >= 0)
+                printf("feature distance to the teacher (last epoch, training) %.4f%s\n",
+                       ei.feat_dist, fo.feat_beta > 0 ? "" : " (not matched: --feat-beta 0)");
+            printf("time %.1f s\nwrote %s\n", secs, outp);
+        }
     }
     gbtd_net_free(&T);
     cru_run_free(&r);

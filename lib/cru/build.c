@@ -402,3 +402,46 @@ int gbtd_cru_load_net(const char *path, int in_c, int in_h, int in_w, gbtd_net *
     if (rc) gbtd_net_free(out);
     return rc;
 }
+
+/* ---- stage outputs ---------------------------------------------------------------------- */
+
+/* The stage number of a layer named "layerS.*", else 0. */
+static int stage_of_(const char *name)
+{
+    int s = 0, used = 0;
+    if (sscanf(name, "layer%d%n", &s, &used) != 1 || name[used] != '.' || s < 1) return 0;
+    return s;
+}
+
+int gbtd_cru_net_stages(const gbtd_net *net)
+{
+    int top = 0;
+    for (int i = 0; net && i < net->nlayers; i++) {
+        const int s = stage_of_(net->layers[i].name);
+        if (s > top) top = s;
+    }
+    return top;
+}
+
+int gbtd_cru_stage_output(const gbtd_net *net, int stage, int *value)
+{
+    if (value) *value = -1;
+    if (!net || !value) return gbtd_error(GBTD_EINVAL, "stage output: NULL argument");
+    int last = -1;
+    for (int i = 0; i < net->nlayers; i++)
+        if (stage_of_(net->layers[i].name) == stage) last = i;
+    if (stage < 1 || last < 0)
+        return gbtd_error(GBTD_ENOTFOUND, "stage %d does not exist (no layer named layer%d.*; the "
+                          "network has stages 1 to %d)", stage, stage, gbtd_cru_net_stages(net));
+    /* the add that ends the last unit; a named layer first means another part began */
+    for (int i = last + 1; i < net->nlayers; i++) {
+        const gbtd_layer *L = &net->layers[i];
+        if (L->kind == GBTD_LAYER_ADD) {
+            *value = L->out;
+            return GBTD_OK;
+        }
+        if (L->name[0]) break;
+    }
+    return gbtd_error(GBTD_ENOTFOUND, "stage %d: no residual add after its last layer %s", stage,
+                      net->layers[last].name);
+}

@@ -56,6 +56,19 @@ bool gbtd_cru_entry_is_new(const gbtd_net_entry *e);
  * loading errors. */
 int gbtd_cru_load_net(const char *path, int in_c, int in_h, int in_w, gbtd_net *out);
 
+/* ---- stage outputs ---------------------------------------------------------------------- */
+
+/* The value holding the output F_s of stage s (1-based, the layers named "layerS.*"): the output
+ * of the first residual add after the last layer of the stage (the add, with its ReLU, that
+ * ends the stage's last unit and feeds stage s + 1 or the head). The same value in a source
+ * network (nn/arch.h names, a CIFAR ResNet from safetensors) and in its CRU-Net (whose new
+ * layers are "layerS.cruG.*" and "layerS.U.*.cru_*", the adds copied), so that the two can be
+ * compared stage by stage. Errors: GBTD_ENOTFOUND (no layer named "layerS.*", naming the
+ * stages there are; or no add ends the stage), GBTD_EINVAL (NULL argument). */
+int gbtd_cru_stage_output(const gbtd_net *net, int stage, int *value);
+/* The largest S with a layer named "layerS.*" (0 when none). */
+int gbtd_cru_net_stages(const gbtd_net *net);
+
 /* ---- batch-norm re-estimation ---------------------------------------------------------- */
 
 /* Recompute the running mean and variance of every batch norm of net from `images` training
@@ -80,11 +93,17 @@ int gbtd_cru_act_passthrough(gbtd_net *net, double shift, int *count);
 
 /* ---- fine-tuning ------------------------------------------------------------------------ */
 
+#define GBTD_CRU_STAGE_BIT(s) (1u << (unsigned)(s))
+
 typedef struct gbtd_cru_epoch_info {
     int epoch, epochs;        /* 1-based */
     bool new_only;            /* this epoch trained only the CRU layers */
     double loss, top1;        /* training mean loss and top-1 */
     double test_top1;         /* -1 without a test set */
+    double feat_dist;         /* training mean over the epoch's batches of the feature distance
+                                 sum_s |F_s - F_s^T|^2 / |F_s^T|^2 over the matched stages (see
+                                 feat_beta; computed with a teacher even when feat_beta = 0);
+                                 -1 when no stage is matched */
     double seconds;           /* of this epoch's training */
 } gbtd_cru_epoch_info;
 
@@ -104,6 +123,15 @@ typedef struct gbtd_cru_finetune_opts {
     gbtd_net *teacher;        /* NULL, or the source network for distillation */
     double kd_temp;           /* 4 */
     double kd_alpha;          /* 0.5: loss = (1 - a) CE + a T^2 KL(teacher || student) */
+    double feat_beta;         /* 0 (off): feature matching with the teacher, loss +=
+                                 beta sum_s |F_s - F_s^T|^2 / |F_s^T|^2, F_s the student's
+                                 stage-s output (training forward), F_s^T the teacher's (its
+                                 forward with running statistics), squared norms over the batch;
+                                 normalised per stage so that stages of different width and
+                                 magnitude weigh alike and beta is scale-free */
+    unsigned feat_stages;     /* stages matched: 0 = every stage found in both networks with
+                                 equal output shapes; else bit GBTD_CRU_STAGE_BIT(s) selects
+                                 stage s (1 to 31), each must exist in both with equal shapes */
     uint64_t seed;            /* 0 */
     int crop_pad;             /* 0 */
     bool flip;                /* false */
@@ -118,9 +146,11 @@ gbtd_cru_finetune_opts gbtd_cru_finetune_opts_default(void);
 
 /* Fine-tune net on train (test may be NULL) with SGD, cross-entropy and optionally
  * distillation from opts->teacher (same input shape and classes; evaluated with its running
- * statistics). info (may be NULL) receives the last epoch. Errors: GBTD_EINVAL (shapes of the
- * data or teacher not matching the network), GBTD_ECANCELLED (a callback stopped it),
- * GBTD_ENOMEM, network errors. */
+ * statistics): softened logits (kd_alpha) and/or stage outputs (feat_beta). info (may be NULL)
+ * receives the last epoch. Errors: GBTD_EINVAL (shapes of the data or teacher not matching the
+ * network, bad options: feat_beta < 0 or without a teacher, a feature stage missing from either
+ * network or of other shape in the teacher, none found in both), GBTD_ECANCELLED (a callback
+ * stopped it), GBTD_ENOMEM, network errors. */
 int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_dataset *test,
                       const gbtd_cru_finetune_opts *opts, gbtd_cru_epoch_info *info);
 

@@ -48,6 +48,94 @@ static void kd_grad_(const float *s, const float *t, const int32_t *y, int n, in
     }
 }
 
+/* Feature matching: per matched stage its output value in the student and in the teacher, and
+ * (with beta > 0) a buffer for F_s - F_s^T that the backward reads. */
+enum { FEAT_MAX = 31 };
+typedef struct feat_ {
+    int n;
+    int stage[FEAT_MAX], sv[FEAT_MAX], tv[FEAT_MAX];
+    int64_t numel[FEAT_MAX]; /* per image */
+    float *diff[FEAT_MAX];
+} feat_;
+
+static void feat_free_(feat_ *f)
+{
+    for (int k = 0; k < f->n; k++) free(f->diff[k]);
+    memset(f, 0, sizeof *f);
+}
+
+/* The matched stages (see gbtd_cru_finetune_opts.feat_stages); none without a teacher. */
+static int feat_setup_(const gbtd_net *net, const gbtd_net *T, unsigned sel, double beta,
+                       int batch, feat_ *f)
+{
+    memset(f, 0, sizeof *f);
+    if (!T) return GBTD_OK;
+    const int ns = gbtd_cru_net_stages(net), nt = gbtd_cru_net_stages(T);
+    if (sel & 1u) return gbtd_error(GBTD_EINVAL, "finetune: feature stage 0 does not exist "
+                                    "(stages are numbered from 1)");
+    for (int s = 1; s <= FEAT_MAX; s++) {
+        const bool asked = (sel & GBTD_CRU_STAGE_BIT(s)) != 0;
+        if (sel ? !asked : s > ns || s > nt) continue;
+        int sv = -1, tv = -1;
+        if (gbtd_cru_stage_output(net, s, &sv) || gbtd_cru_stage_output(T, s, &tv)) {
+            if (asked)
+                return gbtd_error(GBTD_EINVAL, "finetune: feature stage %d does not exist in the "
+                                  "%s (its stages: 1 to %d)", s, sv < 0 ? "network" : "teacher",
+                                  sv < 0 ? ns : nt);
+            gbtd_clear_error();
+            continue;
+        }
+        const gbtd_value *a = &net->values[sv], *b = &T->values[tv];
+        if (a->c != b->c || a->h != b->h || a->w != b->w) {
+            if (asked)
+                return gbtd_error(GBTD_EINVAL, "finetune: stage %d outputs %dx%dx%d in the network, "
+                                  "%dx%dx%d in the teacher", s, a->c, a->h, a->w, b->c, b->h, b->w);
+            continue;
+        }
+        f->stage[f->n] = s;
+        f->sv[f->n] = sv;
+        f->tv[f->n] = tv;
+        f->numel[f->n] = (int64_t)a->c * a->h * a->w;
+        f->n++;
+    }
+    if (beta > 0 && f->n == 0)
+        return gbtd_error(GBTD_EINVAL, "finetune: feature matching found no stage (layers named "
+                          "layerS.*) in both the network and the teacher");
+    for (int k = 0; k < f->n && beta > 0; k++) {
+        f->diff[k] = malloc((size_t)batch * (size_t)f->numel[k] * sizeof(float));
+        if (!f->diff[k]) {
+            feat_free_(f);
+            return gbtd_error(GBTD_ENOMEM, "finetune: out of memory for feature matching");
+        }
+    }
+    return GBTD_OK;
+}
+
+/* After the forwards of a batch of n: *dist = sum_s |F_s - F_s^T|^2 / |F_s^T|^2 and, with
+ * beta > 0, its gradient beta 2 (F_s - F_s^T) / |F_s^T|^2 recorded for the student's backward. */
+static int feat_step_(feat_ *f, gbtd_net *net, const gbtd_net *T, int n, double beta,
+                      double *dist)
+{
+    double total = 0;
+    for (int k = 0; k < f->n; k++) {
+        const float *a = gbtd_net_value(net, f->sv[k]), *b = gbtd_net_value(T, f->tv[k]);
+        const int64_t len = (int64_t)n * f->numel[k];
+        float *d = f->diff[k];
+        double e = 0, et = 0;
+        for (int64_t i = 0; i < len; i++) {
+            const double t = (double)a[i] - (double)b[i];
+            e += t * t;
+            et += (double)b[i] * b[i];
+            if (d) d[i] = (float)t;
+        }
+        const double den = et > 0 ? et : 1.0;
+        total += e / den;
+        if (beta > 0) GBTD_CHECK(gbtd_net_add_value_grad(net, f->sv[k], d, (float)(2 * beta / den)));
+    }
+    *dist = total;
+    return GBTD_OK;
+}
+
 int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_dataset *test,
                       const gbtd_cru_finetune_opts *opts, gbtd_cru_epoch_info *info)
 {
@@ -57,6 +145,12 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
         o.kd_temp <= 0 ||
         o.kd_alpha < 0 || o.kd_alpha > 1)
         return gbtd_error(GBTD_EINVAL, "finetune: bad options");
+    if (!(o.feat_beta >= 0) || !isfinite(o.feat_beta))
+        return gbtd_error(GBTD_EINVAL, "finetune: feat_beta must be finite and >= 0 (got %g)",
+                          o.feat_beta);
+    if ((o.feat_beta > 0 || o.feat_stages) && !o.teacher)
+        return gbtd_error(GBTD_EINVAL, "finetune: feature matching (feat_beta, feat_stages) needs "
+                          "a teacher");
     if (train->c != net->in_c || train->h != net->in_h || train->w != net->in_w ||
         (test && (test->c != net->in_c || test->h != net->in_h || test->w != net->in_w)))
         return gbtd_error(GBTD_EINVAL, "finetune: data images are %dx%dx%d, the network takes "
@@ -69,6 +163,8 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
     if (T && (T->in_c != net->in_c || T->in_h != net->in_h || T->in_w != net->in_w ||
               T->classes != net->classes))
         return gbtd_error(GBTD_EINVAL, "finetune: the teacher's input or classes differ");
+    feat_ feat;
+    GBTD_CHECK(feat_setup_(net, T, o.feat_stages, o.feat_beta, o.batch, &feat));
     gbtd_loader_opts lo = gbtd_loader_opts_default();
     lo.batch = o.batch;
     lo.shuffle = true;
@@ -81,12 +177,20 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
         memcpy(mean, o.mean, (size_t)train->c * sizeof *mean);
         memcpy(sd, o.std, (size_t)train->c * sizeof *sd);
     } else if (!gbtd_dataset_norm(train->name, mean, sd)) {
-        GBTD_CHECK(gbtd_dataset_stats(train, mean, sd));
+        const int src = gbtd_dataset_stats(train, mean, sd);
+        if (src) {
+            feat_free_(&feat);
+            return src;
+        }
     }
     memcpy(lo.mean, mean, sizeof mean);
     memcpy(lo.std, sd, sizeof sd);
     gbtd_loader *ld = NULL;
-    GBTD_CHECK(gbtd_loader_create(train, &lo, &ld));
+    int lrc = gbtd_loader_create(train, &lo, &ld);
+    if (lrc) {
+        feat_free_(&feat);
+        return lrc;
+    }
     gbtd_sgd sgd;
     memset(&sgd, 0, sizeof sgd);
     gbtd_sgd_opts so = gbtd_sgd_opts_default();
@@ -111,7 +215,7 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
     memset(&ei, 0, sizeof ei);
     for (int e = 0; e < o.epochs && !rc; e++) {
         const bool new_only = e < o.new_first;
-        double t0 = gbtd_wall_time(), lsum = 0;
+        double t0 = gbtd_wall_time(), lsum = 0, fsum = 0;
         int64_t hits = 0, seen = 0;
         rc = gbtd_loader_start_epoch(ld, e);
         for (int64_t b = 0; b < per && !rc; b++) {
@@ -131,6 +235,8 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
                 kd_grad_(sl, tl, y, n, k, o.kd_temp, o.kd_alpha, ps, pt, d);
                 rc = gbtd_net_set_dlogits(net, d);
             }
+            double fd = 0;
+            if (!rc && feat.n) rc = feat_step_(&feat, net, T, n, o.feat_beta, &fd);
             if (rc) break;
             gbtd_net_zero_grad(net);
             rc = gbtd_net_backward(net);
@@ -157,6 +263,7 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
                 }
             step++;
             lsum += loss * n;
+            fsum += fd * n;
             hits += corr;
             seen += n;
             if (!rc && o.on_step && o.on_step(step, per * o.epochs, loss, o.ctx))
@@ -170,6 +277,7 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
         ei.loss = seen ? lsum / (double)seen : 0;
         ei.top1 = seen ? (double)hits / (double)seen : 0;
         ei.test_top1 = -1;
+        ei.feat_dist = feat.n && seen ? fsum / (double)seen : -1;
         if (test) {
             gbtd_dataset sub = *test;
             if (o.test_limit > 0 && o.test_limit < sub.n) sub.n = o.test_limit;
@@ -185,6 +293,7 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
     if (info) *info = ei;
     gbtd_sgd_free(&sgd);
     gbtd_loader_free(ld);
+    feat_free_(&feat);
     free(ps);
     free(pt);
     free(d);

@@ -566,6 +566,272 @@ static void test_bn_reestimate_act(void)
     gbtd_net_free(&src);
 }
 
+/* The first layer reading value v, -1 when none. */
+static int first_reader(const gbtd_net *net, int v)
+{
+    for (int i = 0; i < net->nlayers; i++)
+        if (net->layers[i].in == v || net->layers[i].in2 == v) return i;
+    return -1;
+}
+
+/* Stage outputs: the add ending each stage of a ResNet, of its CRU-Net (the same values:
+ * lossless factorization), and of a pre-activation CRU-Net preset; stages that do not exist. */
+static void test_stage_outputs(void)
+{
+    gbtd_set_threads(1); /* small nets: threads only wait on each other on a loaded machine */
+    gbtd_net src, cru, pre;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=3x8x8,classes=5", &src), "stage outputs: resnet-20");
+    gbtd_net_init_params(&src, 11);
+    CHECK(gbtd_cru_net_stages(&src) == 3, "stage outputs: resnet-20 has 3 stages");
+    const int widths[3] = {16, 32, 64}, sizes[3] = {8, 4, 2};
+    const char *next[3] = {"layer2.0.conv1", "layer3.0.conv1", ""};
+    int sv[4] = {-1, -1, -1, -1};
+    for (int s = 1; s <= 3; s++) {
+        char name[96];
+        snprintf(name, sizeof name, "stage outputs: resnet-20 stage %d found", s);
+        CHECK_OK(gbtd_cru_stage_output(&src, s, &sv[s]), name);
+        const gbtd_value *v = &src.values[sv[s] < 0 ? 0 : sv[s]];
+        const int r = sv[s] < 0 ? -1 : first_reader(&src, sv[s]);
+        snprintf(name, sizeof name, "stage outputs: resnet-20 stage %d is the add (%dx%dx%d) "
+                 "read first by %s", s, widths[s - 1], sizes[s - 1], sizes[s - 1],
+                 s < 3 ? next[s - 1] : "the pool");
+        CHECK(sv[s] > 0 && src.layers[v->producer].kind == GBTD_LAYER_ADD &&
+                  v->c == widths[s - 1] && v->h == sizes[s - 1] && v->w == sizes[s - 1] && r >= 0 &&
+                  (s < 3 ? !strcmp(src.layers[r].name, next[s - 1])
+                         : src.layers[r].kind == GBTD_LAYER_GAP),
+              name);
+    }
+    int bad = 7;
+    CHECK_STATUS(gbtd_cru_stage_output(&src, 4, &bad), GBTD_ENOTFOUND, "stage outputs: stage 4 refused");
+    CHECK(bad == -1 && strstr(gbtd_last_error(), "stage 4 does not exist") &&
+              strstr(gbtd_last_error(), "1 to 3"),
+          "stage outputs: the message names the stage and the stages there are");
+    CHECK_STATUS(gbtd_cru_stage_output(&src, 0, &bad), GBTD_ENOTFOUND, "stage outputs: stage 0 refused");
+    CHECK_STATUS(gbtd_cru_stage_output(NULL, 1, &bad), GBTD_EINVAL, "stage outputs: NULL net refused");
+
+    /* a lossless CRU-Net of stage 2: its stage outputs are the source's */
+    gbtd_cru_stage st;
+    CHECK_OK(gbtd_cru_stage_find(&src, 2, &st), "stage outputs: stage 2 members");
+    gbtd_cru_stage_opts o = gbtd_cru_stage_opts_default();
+    o.rank_in = 32;
+    o.rank_out = 160; /* 5 members x 32: the rank of the output unfolding, exact */
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &o), "stage outputs: factor stage 2 at full rank");
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &cru), "stage outputs: build the CRU-Net");
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(9, &rng);
+    float x[4 * 3 * 64];
+    fill_f(x, 4 * 3 * 64, rng, 1);
+    float *ref[4] = {NULL};
+    CHECK_OK(gbtd_net_forward(&src, x, 4, false, NULL), "stage outputs: source forward");
+    for (int s = 1; s <= 3; s++) {
+        const int64_t len = 4 * (int64_t)widths[s - 1] * sizes[s - 1] * sizes[s - 1];
+        ref[s] = malloc((size_t)len * sizeof(float));
+        memcpy(ref[s], gbtd_net_value(&src, sv[s]), (size_t)len * sizeof(float));
+    }
+    CHECK_OK(gbtd_net_forward(&cru, x, 4, false, NULL), "stage outputs: CRU-Net forward");
+    CHECK(gbtd_cru_net_stages(&cru) == 3, "stage outputs: the CRU-Net has 3 stages");
+    for (int s = 1; s <= 3; s++) {
+        int cv = -1;
+        char name[96];
+        snprintf(name, sizeof name, "stage outputs: CRU-Net stage %d found", s);
+        CHECK_OK(gbtd_cru_stage_output(&cru, s, &cv), name);
+        const int64_t len = 4 * (int64_t)widths[s - 1] * sizes[s - 1] * sizes[s - 1];
+        const float *a = cv > 0 ? gbtd_net_value(&cru, cv) : NULL;
+        double num = 0, den = 0;
+        for (int64_t i = 0; a && i < len; i++) {
+            num += ((double)a[i] - ref[s][i]) * ((double)a[i] - ref[s][i]);
+            den += (double)ref[s][i] * ref[s][i];
+        }
+        /* float32 through at most 19 layers, the factored convs two GEMMs each: ~1e-6 */
+        snprintf(name, sizeof name, "stage outputs: CRU-Net stage %d output = the source's", s);
+        CHECK(a && cru.values[cv].c == widths[s - 1] && den > 0 && sqrt(num / den) <= 1e-4, name);
+        free(ref[s]);
+    }
+    /* pre-activation CRU-Net preset (bottleneck and CRU units, final BN before the pool) */
+    CHECK_OK(gbtd_net_from_spec("cru-net-35@x14x7-8x4d", &pre), "stage outputs: cru-net-35@x14x7-8x4d builds");
+    const int np = gbtd_cru_net_stages(&pre);
+    int ok = np == 3;
+    for (int s = 1; s <= np && ok; s++) {
+        int v = -1;
+        ok = gbtd_cru_stage_output(&pre, s, &v) == GBTD_OK &&
+             pre.layers[pre.values[v].producer].kind == GBTD_LAYER_ADD;
+        const int r = ok ? first_reader(&pre, v) : -1;
+        char want[32];
+        snprintf(want, sizeof want, "layer%d.0.", s + 1);
+        ok = ok && r >= 0 &&
+             (s < np ? !strncmp(pre.layers[r].name, want, strlen(want))
+                     : !strcmp(pre.layers[r].name, "bn_final"));
+    }
+    CHECK(ok, "stage outputs: cru-net-35: 3 stages, each an add read by the next stage "
+              "(the last by bn_final)");
+    gbtd_rng_free(rng);
+    gbtd_net_free(&pre);
+    gbtd_net_free(&cru);
+    gbtd_cru_stage_free(&st);
+    gbtd_net_free(&src);
+}
+
+/* sum_s |F_s - F_s^T|^2 / |F_s^T|^2 over stages 1-3 on all of d in one batch: the student
+ * in training mode (batch statistics, as fine-tuning sees it), the teacher with its running
+ * statistics. Computed here from gbtd_cru_stage_output, apart from the fine-tuning's own sum.
+ * The student's running statistics move (harmless: only distances are read afterwards). */
+static double feat_dist(gbtd_net *stu, gbtd_net *tea, const gbtd_dataset *d)
+{
+    gbtd_loader_opts lo = gbtd_loader_opts_default();
+    lo.batch = (int)d->n;
+    lo.shuffle = false;
+    gbtd_loader *ld = NULL;
+    const float *x;
+    const int32_t *y;
+    int n = 0;
+    double total = 0;
+    if (gbtd_loader_create(d, &lo, &ld) || gbtd_loader_start_epoch(ld, 0) ||
+        gbtd_loader_next(ld, &x, &y, &n) || gbtd_net_forward(stu, x, n, true, NULL) ||
+        gbtd_net_forward(tea, x, n, false, NULL))
+        total = NAN;
+    for (int s = 1; s <= 3 && !isnan(total); s++) {
+        int a = -1, b = -1;
+        if (gbtd_cru_stage_output(stu, s, &a) || gbtd_cru_stage_output(tea, s, &b)) {
+            total = NAN;
+            break;
+        }
+        const gbtd_value *v = &tea->values[b];
+        const int64_t len = (int64_t)n * v->c * v->h * v->w;
+        const float *fa = gbtd_net_value(stu, a), *fb = gbtd_net_value(tea, b);
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < len; i++) {
+            num += ((double)fa[i] - fb[i]) * ((double)fa[i] - fb[i]);
+            den += (double)fb[i] * fb[i];
+        }
+        total += num / den;
+    }
+    gbtd_loader_free(ld);
+    return total;
+}
+
+typedef struct feat_log {
+    double first, last;
+    int epochs;
+} feat_log;
+
+static int log_epoch(const gbtd_cru_epoch_info *e, void *ctx)
+{
+    feat_log *l = ctx;
+    if (l->epochs++ == 0) l->first = e->feat_dist;
+    l->last = e->feat_dist;
+    return 0;
+}
+
+/* Fine-tuning with feature matching: the same CRU-Net (stage 2 factored losslessly, then its
+ * shared 1x1 perturbed) fine-tuned with logit distillation alone and with feat_beta = 1 as well;
+ * the second ends far closer to the teacher's stage outputs. Bad options refused. */
+static void test_finetune_features(void)
+{
+    gbtd_net src, a, b;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=1x8x8,classes=4", &src), "features: resnet-20 1x8x8");
+    gbtd_net_init_params(&src, 2);
+    gbtd_dataset d;
+    memset(&d, 0, sizeof d);
+    strcpy(d.name, "synthetic");
+    d.n = 64;
+    d.c = 1;
+    d.h = d.w = 8;
+    d.classes = 4;
+    d.images = malloc(64 * 64);
+    d.labels = malloc(64 * sizeof(int32_t));
+    gbtd_rng *rng = NULL;
+    gbtd_rng_alloc(4, &rng);
+    for (int i = 0; i < 64 * 64; i++) d.images[i] = (uint8_t)(gbtd_rng_uniform(rng) * 255);
+    for (int i = 0; i < 64; i++) d.labels[i] = i % 4;
+    /* the teacher's running statistics from the data, as a trained source has them */
+    CHECK_OK(gbtd_cru_bn_reestimate(&src, &d, 0, 16, NULL, NULL, 1), "features: teacher statistics");
+    gbtd_cru_stage st;
+    CHECK_OK(gbtd_cru_stage_find(&src, 2, &st), "features: stage 2");
+    gbtd_cru_stage_opts so = gbtd_cru_stage_opts_default();
+    so.rank_in = 32;
+    so.rank_out = 160; /* lossless: the CRU-Net starts as the source */
+    CHECK_OK(gbtd_cru_stage_factor(&src, &st, &so), "features: factor stage 2");
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &a), "features: CRU-Net a");
+    /* then its shared 1x1 is perturbed (relative noise 0.5): stages 2 and 3 move away from the
+     * teacher's, and gradient descent can bring them back */
+    const gbtd_net_entry *wa = gbtd_net_find(&a, "layer2.cru0.conv_a.weight");
+    CHECK(wa != NULL, "features: the shared 1x1 of stage 2");
+    if (wa) {
+        float *w = gbtd_net_entry_data(&a, wa);
+        double ss = 0;
+        for (int64_t i = 0; i < wa->numel; i++) ss += (double)w[i] * w[i];
+        const double rms = sqrt(ss / (double)wa->numel);
+        for (int64_t i = 0; i < wa->numel; i++) w[i] += (float)(0.5 * rms * gbtd_rng_normal(rng));
+    }
+    CHECK_OK(gbtd_cru_build(&src, &st, 1, &b), "features: CRU-Net b");
+    CHECK(a.nparams == b.nparams && a.nstate == b.nstate, "features: a and b alike");
+    if (a.nparams == b.nparams) memcpy(b.params, a.params, (size_t)a.nparams * sizeof(float));
+    const double d0 = feat_dist(&a, &src, &d);
+    memcpy(a.state, b.state, (size_t)a.nstate * sizeof(float)); /* undo the measurement's BN update */
+
+    gbtd_cru_finetune_opts fo = gbtd_cru_finetune_opts_default();
+    /* labels i % 4 on noise: cross-entropy would pull the features anywhere, so the baseline is
+     * pure logit distillation (alpha = 1); all layers at one rate */
+    fo.epochs = 3;
+    fo.batch = 16;
+    fo.kd_alpha = 1.0;
+    fo.lr = 0.02;
+    fo.new_lr_scale = 1.0;
+    fo.teacher = &src;
+    feat_log la = {0, 0, 0}, lb = {0, 0, 0};
+    fo.on_epoch = log_epoch;
+    fo.ctx = &la;
+    gbtd_cru_epoch_info ei;
+    CHECK_OK(gbtd_cru_finetune(&a, &d, NULL, &fo, &ei), "features: fine-tune a (logits only)");
+    CHECK(la.epochs == 3 && la.first >= 0 && isfinite(la.last) && ei.feat_dist == la.last,
+          "features: the distance is reported with a teacher even at feat_beta = 0");
+    fo.feat_beta = 1.0;
+    fo.ctx = &lb;
+    CHECK_OK(gbtd_cru_finetune(&b, &d, NULL, &fo, &ei), "features: fine-tune b (feat_beta = 1)");
+    const double da = feat_dist(&a, &src, &d), db = feat_dist(&b, &src, &d);
+    printf("features: distance before %.4f; after, logits only %.4f, with feat_beta = 1 %.4f "
+           "(epoch means a %.4f -> %.4f, b %.4f -> %.4f)\n", d0, da, db, la.first, la.last,
+           lb.first, lb.last);
+    CHECK(d0 > 0.05, "features: the perturbed 1x1 moves the stage outputs (distance > 0.05)");
+    CHECK(db < 0.7 * d0, "features: feat_beta = 1 cuts the feature distance by more than 30 %");
+    CHECK(db < 0.8 * da, "features: and ends more than 20 % below logit distillation alone");
+    CHECK(lb.last < lb.first, "features: the reported epoch distance falls with feat_beta = 1");
+
+    /* bad options */
+    fo.on_epoch = NULL;
+    fo.epochs = 1;
+    fo.feat_beta = -0.5;
+    CHECK_STATUS(gbtd_cru_finetune(&b, &d, NULL, &fo, NULL), GBTD_EINVAL, "features: beta < 0 refused");
+    CHECK(strstr(gbtd_last_error(), "feat_beta") != NULL, "features: the message names feat_beta");
+    fo.feat_beta = NAN;
+    CHECK_STATUS(gbtd_cru_finetune(&b, &d, NULL, &fo, NULL), GBTD_EINVAL, "features: beta NaN refused");
+    fo.feat_beta = 1.0;
+    fo.teacher = NULL;
+    CHECK_STATUS(gbtd_cru_finetune(&b, &d, NULL, &fo, NULL), GBTD_EINVAL,
+                 "features: feature matching without a teacher refused");
+    CHECK(strstr(gbtd_last_error(), "teacher") != NULL, "features: the message says teacher");
+    fo.teacher = &src;
+    fo.feat_stages = GBTD_CRU_STAGE_BIT(2) | GBTD_CRU_STAGE_BIT(4);
+    CHECK_STATUS(gbtd_cru_finetune(&b, &d, NULL, &fo, NULL), GBTD_EINVAL,
+                 "features: stage 4 (not in resnet-20) refused");
+    CHECK(strstr(gbtd_last_error(), "stage 4 does not exist") != NULL,
+          "features: the message names stage 4");
+    fo.feat_stages = GBTD_CRU_STAGE_BIT(0);
+    CHECK_STATUS(gbtd_cru_finetune(&b, &d, NULL, &fo, NULL), GBTD_EINVAL, "features: stage 0 refused");
+    fo.feat_stages = GBTD_CRU_STAGE_BIT(3);
+    fo.max_steps = 2;
+    CHECK_OK(gbtd_cru_finetune(&b, &d, NULL, &fo, &ei), "features: stage 3 alone");
+    CHECK(ei.feat_dist >= 0 && isfinite(ei.feat_dist), "features: stage 3 alone reports a distance");
+
+    gbtd_rng_free(rng);
+    free(d.images);
+    free(d.labels);
+    gbtd_net_free(&a);
+    gbtd_net_free(&b);
+    gbtd_cru_stage_free(&st);
+    gbtd_net_free(&src);
+}
+
 int main(void)
 {
     gbtd_rng *rng = NULL;
@@ -580,6 +846,8 @@ int main(void)
     test_collective_wins();
     test_finetune_frozen();
     test_bn_reestimate_act();
+    test_stage_outputs();
+    test_finetune_features();
     gbtd_rng_free(rng);
     return check_finish();
 }
