@@ -53,7 +53,7 @@ static void kd_grad_(const float *s, const float *t, const int32_t *y, int n, in
 enum { FEAT_MAX = 31 };
 typedef struct feat_ {
     int n;
-    int stage[FEAT_MAX], sv[FEAT_MAX], tv[FEAT_MAX];
+    int sv[FEAT_MAX], tv[FEAT_MAX]; /* stage output values in the student and the teacher */
     int64_t numel[FEAT_MAX]; /* per image */
     float *diff[FEAT_MAX];
 } feat_;
@@ -75,7 +75,7 @@ static int feat_setup_(const gbtd_net *net, const gbtd_net *T, unsigned sel, dou
                                     "(stages are numbered from 1)");
     for (int s = 1; s <= FEAT_MAX; s++) {
         const bool asked = (sel & GBTD_CRU_STAGE_BIT(s)) != 0;
-        if (sel ? !asked : s > ns || s > nt) continue;
+        if (sel ? !asked : (s > ns || s > nt)) continue;
         int sv = -1, tv = -1;
         if (gbtd_cru_stage_output(net, s, &sv) || gbtd_cru_stage_output(T, s, &tv)) {
             if (asked)
@@ -92,7 +92,6 @@ static int feat_setup_(const gbtd_net *net, const gbtd_net *T, unsigned sel, dou
                                   "%dx%dx%d in the teacher", s, a->c, a->h, a->w, b->c, b->h, b->w);
             continue;
         }
-        f->stage[f->n] = s;
         f->sv[f->n] = sv;
         f->tv[f->n] = tv;
         f->numel[f->n] = (int64_t)a->c * a->h * a->w;
