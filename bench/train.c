@@ -1,7 +1,7 @@
 /* bench/train: training and inference images/s of gbtd against PyTorch (same networks, same
  * batch 128, same thread count, 28x28 single-channel inputs), best of N steps each, and the
  * peak resident memory of each side. The last line is one JSON object.
- * usage: train [PYTHON SCRIPT] [--threads N] [--steps N] */
+ * usage: train [PYTHON SCRIPT] [--threads N] [--steps N] [--net NAME] (NAME: one network only) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +21,12 @@ static double now_(void)
 
 int main(int argc, char **argv)
 {
-    const char *python = NULL, *script = NULL;
+    const char *python = NULL, *script = NULL, *only = NULL;
     int threads = 2, steps = 5, batch = 128;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--net") && i + 1 < argc) only = argv[++i];
         else if (!python) python = argv[i];
         else script = argv[i];
     }
@@ -36,6 +37,10 @@ int main(int argc, char **argv)
     long prss = 0;
     gbtd_set_threads(threads);
     for (int s = 0; s < NS; s++) {
+        if (only && strcmp(only, specs[s])) {
+            gt[s] = gi[s] = 0;
+            continue;
+        }
         char spec[128];
         snprintf(spec, sizeof spec, "%s:input=1x28x28", specs[s]);
         gbtd_net net;
@@ -81,7 +86,9 @@ int main(int argc, char **argv)
         char cmd[4096];
         int len = snprintf(cmd, sizeof cmd, "'%s' '%s' %d %d %d", python, script, threads, batch,
                            steps);
-        for (int s = 0; s < NS; s++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s'", specs[s]);
+        for (int s = 0; s < NS; s++)
+            if (!only || !strcmp(only, specs[s]))
+                len += snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s'", specs[s]);
         snprintf(cmd + len, sizeof cmd - (size_t)len, " 2>/dev/null");
         FILE *p = popen(cmd, "r");
         char line[512], name[128];

@@ -19,8 +19,20 @@ typedef struct conv_plan {
     int depthwise; /* groups == c_in */
     int use_blas;  /* per-group GEMMs large enough for OpenBLAS */
     int phase_grp; /* grouped through phase planes and implicit-GEMM kernels (conv_phase.c) */
-    size_t col_len, per_thread;
+    /* Dense OpenBLAS path on small maps: nb images side by side in one GEMM (columns
+     * j hwo .. (j + 1) hwo - 1 of a chunk belong to its image j), so that the weights are packed
+     * once per chunk rather than once per image and the weight gradient's GEMM runs over
+     * ld = nb hwo pixels instead of hwo. */
+    int batched;
+    int64_t nb, ld;
+    size_t col_len, ybuf_len, per_thread;
 } conv_plan;
+
+/* Columns a batched chunk aims at (images per chunk: ceil(NN_CHUNK_COLS / hwo)); maps of fewer
+ * than NN_CHUNK_COLS / 5 pixels are batched. Measured (2 threads, batch 128): 4-9 % faster at
+ * 7x7 (1x1 128 > 512 and 512 > 128, 3x3 128 > 128, 1x1 stride 2 256 > 512 from 14x14), but
+ * 0-15 % slower at 14x14, where one image's GEMM is already wide enough. */
+enum { NN_CHUNK_COLS = 512 };
 
 static size_t round16(size_t v) { return (v + 15) / 16 * 16; }
 
@@ -42,11 +54,18 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
      * 64, even at 128); 1x1 stride-1 convolutions stay plain GEMMs. */
     p->phase_grp = (s->groups > 1 || s->c_in <= 64) && !p->depthwise && !p->direct &&
                    nn_grp_per_thread(s) > 0;
-    p->col_len = (p->direct || p->depthwise) ? 0 : round16((size_t)(p->kg * p->hwo));
+    p->batched = s->groups == 1 && !p->phase_grp && !p->depthwise && p->hwo < NN_CHUNK_COLS / 5 &&
+                 s->n > 1;
+    p->nb = p->batched ? (NN_CHUNK_COLS + p->hwo - 1) / p->hwo : 1;
+    if (p->nb > s->n) p->nb = s->n;
+    p->ld = p->nb * p->hwo;
+    p->col_len = p->batched ? round16((size_t)(p->kg * p->ld))
+                 : (p->direct || p->depthwise) ? 0 : round16((size_t)(p->kg * p->hwo));
+    p->ybuf_len = p->batched ? round16((size_t)(p->cog * p->ld)) : 0;
     /* Depthwise: the phase-plane kernels' workspace; without it they fall back to direct loops. */
     p->per_thread = p->depthwise ? nn_dw_per_thread(s)
                     : p->phase_grp ? nn_grp_per_thread(s)
-                                   : p->col_len + round16((size_t)p->wcount);
+                                   : p->col_len + p->ybuf_len + round16((size_t)p->wcount);
     return GBTD_OK;
 }
 
@@ -65,6 +84,15 @@ static int thread_id(void)
     return omp_get_thread_num();
 #else
     return 0;
+#endif
+}
+
+static int team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
 #endif
 }
 
@@ -121,13 +149,14 @@ static void j_range(const gbtd_conv2d_shape *s, int64_t q, int64_t *lo, int64_t 
     if (*lo > *hi) *lo = *hi;
 }
 
-static void im2col(const conv_plan *p, const float *x, float *col)
+/* col row k = (c, p, q) starts at col + k ld (ld >= hwo; ld = hwo for one image alone). */
+static void im2col_ld(const conv_plan *p, const float *x, float *col, int64_t ld)
 {
     const gbtd_conv2d_shape *s = &p->s;
     for (int64_t c = 0; c < p->cig; c++)
         for (int64_t pp = 0; pp < s->kh; pp++)
             for (int64_t q = 0; q < s->kw; q++) {
-                float *row = col + ((c * s->kh + pp) * s->kw + q) * p->hwo;
+                float *row = col + ((c * s->kh + pp) * s->kw + q) * ld;
                 int64_t lo, hi;
                 j_range(s, q, &lo, &hi);
                 for (int64_t i = 0; i < s->h_out; i++) {
@@ -148,13 +177,15 @@ static void im2col(const conv_plan *p, const float *x, float *col)
             }
 }
 
-static void col2im_add(const conv_plan *p, const float *col, float *dx)
+static void im2col(const conv_plan *p, const float *x, float *col) { im2col_ld(p, x, col, p->hwo); }
+
+static void col2im_add_ld(const conv_plan *p, const float *col, int64_t ld, float *dx)
 {
     const gbtd_conv2d_shape *s = &p->s;
     for (int64_t c = 0; c < p->cig; c++)
         for (int64_t pp = 0; pp < s->kh; pp++)
             for (int64_t q = 0; q < s->kw; q++) {
-                const float *row = col + ((c * s->kh + pp) * s->kw + q) * p->hwo;
+                const float *row = col + ((c * s->kh + pp) * s->kw + q) * ld;
                 int64_t lo, hi;
                 j_range(s, q, &lo, &hi);
                 for (int64_t i = 0; i < s->h_out; i++) {
@@ -168,6 +199,11 @@ static void col2im_add(const conv_plan *p, const float *col, float *dx)
                         for (int64_t j = lo; j < hi; j++) xr[j * s->stride] += r[j];
                 }
             }
+}
+
+static void col2im_add(const conv_plan *p, const float *col, float *dx)
+{
+    col2im_add_ld(p, col, p->hwo, dx);
 }
 
 /* ---- GEMM dispatch ------------------------------------------------------------------------- */
@@ -304,6 +340,63 @@ static void dw_bwd_plane(const gbtd_conv2d_shape *s, const float *x, const float
     dw_bwd_plane_body(s, x, w, dy, dx, dwacc);
 }
 
+/* ---- dense GEMMs over chunks of images (small maps) ---------------------------------------- */
+
+/* Images per chunk for `nt` threads: at most p->nb, and each thread's ceil(n / nt) images split
+ * into equal chunks (no short last chunk where an even split exists). */
+static int64_t chunk_images(const conv_plan *p, int nt)
+{
+    const int64_t per = (p->s.n + nt - 1) / nt, k = (per + p->nb - 1) / p->nb;
+    return (per + k - 1) / k;
+}
+
+/* The im2col matrices of images n0 .. n0 + cnt - 1 side by side: kg rows of stride ld, image j
+ * in columns j hwo .. (j + 1) hwo - 1. */
+static void chunk_cols(const conv_plan *p, const float *x, int64_t n0, int64_t cnt, float *col)
+{
+    const gbtd_conv2d_shape *s = &p->s;
+    for (int64_t j = 0; j < cnt; j++) {
+        const float *xn = x + (n0 + j) * s->c_in * p->hw;
+        if (p->direct)
+            for (int64_t c = 0; c < p->kg; c++)
+                memcpy(col + c * p->ld + j * p->hwo, xn + c * p->hw, sizeof(float) * (size_t)p->hw);
+        else
+            im2col_ld(p, xn, col + j * p->hwo, p->ld);
+    }
+}
+
+static void forward_batched(const conv_plan *p, const float *x, const float *wt, const float *b,
+                            float *y, float *ws, int nt)
+{
+    const gbtd_conv2d_shape *s = &p->s;
+    const int64_t nb = chunk_images(p, nt), chunks = (s->n + nb - 1) / nb;
+    const int saved = nn_blas_single_begin(nt);
+#pragma omp parallel num_threads(nt)
+    {
+        float *col = ws + (size_t)thread_id() * p->per_thread, *Y = col + p->col_len;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < chunks; t++) {
+            const int64_t n0 = t * nb, cnt = s->n - n0 < nb ? s->n - n0 : nb;
+            chunk_cols(p, x, n0, cnt, col);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)s->c_out,
+                        (blasint)(cnt * p->hwo), (blasint)p->kg, 1.0f, wt, (blasint)p->kg, col,
+                        (blasint)p->ld, 0.0f, Y, (blasint)p->ld);
+            for (int64_t j = 0; j < cnt; j++)
+                for (int64_t o = 0; o < s->c_out; o++) {
+                    float *dst = y + ((n0 + j) * s->c_out + o) * p->hwo;
+                    const float *src = Y + o * p->ld + j * p->hwo;
+                    if (b) {
+                        const float bv = b[o];
+                        for (int64_t k = 0; k < p->hwo; k++) dst[k] = src[k] + bv;
+                    } else {
+                        memcpy(dst, src, sizeof(float) * (size_t)p->hwo);
+                    }
+                }
+        }
+    }
+    nn_blas_single_end(saved);
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
 
 int gbtd_conv2d_forward(const gbtd_conv2d_shape *s0, const float *x, const float *wt,
@@ -338,6 +431,10 @@ int gbtd_conv2d_forward(const gbtd_conv2d_shape *s0, const float *x, const float
     GBTD_CHECK(usable_threads(fn, &p, ws, ws_len, s->n * s->groups, &nt));
     if (p.phase_grp) {
         nn_grp_forward(s, x, wt, b, y, ws, p.per_thread, nt);
+        return GBTD_OK;
+    }
+    if (p.batched) {
+        forward_batched(&p, x, wt, b, y, ws, nt);
         return GBTD_OK;
     }
     const int saved = nn_blas_single_begin(nt);
@@ -392,6 +489,82 @@ static void bwd_item(const conv_plan *p, int64_t n, int64_t g, const float *x, c
             gemm_nn(p, 1, p->kg, p->hwo, p->cog, wg, dyg, col, 1);
             if (set_dx) memset(dxg, 0, sizeof(float) * (size_t)(p->cig * p->hw));
             col2im_add(p, col, dxg);
+        }
+    }
+}
+
+/* Backward of the chunk of images n0 .. n0 + cnt - 1 (dense, batched plan): dw += dY X^T over
+ * the chunk's pixels, dx (+)= col2im(W^T dY). D holds dy of the chunk as cog x ld. */
+static void bwd_chunk(const conv_plan *p, int64_t n0, int64_t cnt, const float *x, const float *wt,
+                      const float *dy, float *dx, float *dw, float *col, float *D, int set_dx)
+{
+    const gbtd_conv2d_shape *s = &p->s;
+    const int64_t cols = cnt * p->hwo;
+    for (int64_t j = 0; j < cnt; j++)
+        for (int64_t o = 0; o < s->c_out; o++)
+            memcpy(D + o * p->ld + j * p->hwo, dy + ((n0 + j) * s->c_out + o) * p->hwo,
+                   sizeof(float) * (size_t)p->hwo);
+    if (dw) {
+        chunk_cols(p, x, n0, cnt, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)s->c_out, (blasint)p->kg,
+                    (blasint)cols, 1.0f, D, (blasint)p->ld, col, (blasint)p->ld, 1.0f, dw,
+                    (blasint)p->kg);
+    }
+    if (!dx) return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)p->kg, (blasint)cols,
+                (blasint)s->c_out, 1.0f, wt, (blasint)p->kg, D, (blasint)p->ld, 0.0f, col,
+                (blasint)p->ld);
+    for (int64_t j = 0; j < cnt; j++) {
+        float *dxn = dx + (n0 + j) * s->c_in * p->hw;
+        const float *cj = col + j * p->hwo;
+        if (p->direct) {
+            for (int64_t c = 0; c < s->c_in; c++) {
+                float *d = dxn + c * p->hw;
+                const float *r = cj + c * p->ld;
+                if (set_dx)
+                    memcpy(d, r, sizeof(float) * (size_t)p->hw);
+                else
+                    for (int64_t k = 0; k < p->hw; k++) d[k] += r[k];
+            }
+        } else {
+            if (set_dx) memset(dxn, 0, sizeof(float) * (size_t)(s->c_in * p->hw));
+            col2im_add_ld(p, cj, p->ld, dxn);
+        }
+    }
+}
+
+/* Threads own contiguous ranges of images, cut into chunks; each thread accumulates a private
+ * weight gradient (zeroed for all nt threads first, in case the runtime starts fewer), summed
+ * in thread order after: the result depends on the thread count only. */
+static void backward_batched(const conv_plan *p, const float *x, const float *wt, const float *dy,
+                             float *dx, float *dw, float *ws, int nt, int set_dx)
+{
+    const gbtd_conv2d_shape *s = &p->s;
+    const int64_t nb = chunk_images(p, nt), per = (s->n + nt - 1) / nt;
+    const size_t dw_off = p->col_len + p->ybuf_len;
+    if (dw && nt > 1)
+        for (int t = 0; t < nt; t++)
+            memset(ws + (size_t)t * p->per_thread + dw_off, 0, sizeof(float) * (size_t)p->wcount);
+    const int saved = nn_blas_single_begin(nt);
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = thread_id();
+        float *col = ws + (size_t)t * p->per_thread, *D = col + p->col_len;
+        float *dwp = !dw ? NULL : nt > 1 ? col + dw_off : dw;
+        /* range r of images; a team smaller than nt takes the ranges of the missing threads */
+        for (int r = t; r < nt; r += team_size()) {
+            const int64_t lo = (int64_t)r * per, hi = lo + per < s->n ? lo + per : s->n;
+            for (int64_t n0 = lo; n0 < hi; n0 += nb)
+                bwd_chunk(p, n0, hi - n0 < nb ? hi - n0 : nb, x, wt, dy, dx, dwp, col, D, set_dx);
+        }
+    }
+    nn_blas_single_end(saved);
+    if (dw && nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t k = 0; k < p->wcount; k++) {
+            float acc = 0.0f;
+            for (int t = 0; t < nt; t++) acc += ws[(size_t)t * p->per_thread + dw_off + (size_t)k];
+            dw[k] += acc;
         }
     }
 }
@@ -461,6 +634,10 @@ int nn_conv2d_backward_set(const gbtd_conv2d_shape *s0, const float *x, const fl
                                  dy + (n * s->c_out + o) * p.hwo,
                                  dx ? dx + (n * s->c_in + ci) * p.hw : NULL,
                                  dw ? dw + o * taps : NULL, avx2);
+        return GBTD_OK;
+    }
+    if (p.batched) {
+        backward_batched(&p, x, wt, dy, dx, dw, ws, nt, set_dx);
         return GBTD_OK;
     }
     const int64_t G = s->groups;

@@ -57,6 +57,8 @@ extern "C" {
  *   zero-padded phase planes (stride x stride of them) and an implicit-im2col GEMM with
  *   register-blocked AVX-512 / AVX2 kernels (no im2col copy), OpenMP over images x groups;
  * dense with c_in > 64: im2col + OpenBLAS sgemm;
+ * dense through OpenBLAS on maps of under 102 output pixels: the im2col matrices (the inputs
+ *   themselves for 1x1 stride 1) of several images side by side, one GEMM per chunk of images;
  * groups = c_in (depthwise, any channel multiplier c_out / c_in): phase planes and one
  *   register-blocked pass per output plane; given no workspace (or a stride above 4, more than
  *   64 taps) it falls back to direct loops, so depthwise calls never fail for lack of workspace.

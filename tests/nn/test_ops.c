@@ -429,6 +429,14 @@ static void conv_fast_cases(void)
         {4, 6, 4, 4, 9, 3, 1, 0, 3, 1},     /* groups 3, no padding, 2 in / 3 out per group */
         {1, 4, 3, 3, 4, 3, 1, 1, 4, 0},     /* tiny depthwise */
         {2, 32, 17, 19, 8, 3, 1, 1, 4, 0},  /* long rows: 16-column tiles plus a tail */
+        /* dense through OpenBLAS on small maps: images side by side in chunks (11 at 7x7),
+         * per-thread ranges cut into equal chunks, odd batches, a short last chunk */
+        {13, 96, 7, 7, 160, 1, 1, 0, 1, 1}, /* 1x1 wide, 7x7 */
+        {25, 128, 7, 7, 64, 1, 1, 0, 1, 0}, /* 1x1 wide, 7x7, 13 + 12 images per thread */
+        {5, 80, 14, 14, 48, 3, 2, 1, 1, 1}, /* 3x3 stride 2 to 7x7, c_in > 64: im2col */
+        {12, 128, 14, 13, 96, 1, 2, 0, 1, 0}, /* 1x1 stride 2 projection to 7x7 */
+        {3, 72, 9, 9, 24, 3, 1, 1, 1, 1},   /* 3x3 on 9x9 (81 pixels) */
+        {1, 96, 7, 7, 32, 3, 1, 1, 1, 0},   /* batch 1: one image per GEMM */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const cs *c = &cases[i];
@@ -765,6 +773,8 @@ static void store_mode(void)
         {3, 16, 6, 5, 24, 1, 1, 0, 1},  /* 1x1 stride 1: sgemm writes dx */
         {2, 80, 7, 7, 96, 3, 1, 1, 1},  /* wide dense 3x3: im2col + col2im */
         {2, 96, 8, 8, 128, 1, 2, 0, 1}, /* 1x1 stride 2 projection, wide */
+        {13, 96, 7, 7, 64, 1, 1, 0, 1}, /* 1x1 on 7x7: images in chunks, dx copied out */
+        {7, 80, 7, 7, 40, 3, 1, 1, 1},  /* 3x3 on 7x7: chunks, col2im per image */
         {2, 16, 9, 9, 16, 3, 2, 1, 1},  /* narrow dense: phase planes */
         {2, 32, 5, 5, 32, 3, 1, 1, 8},  /* grouped */
         {2, 12, 6, 6, 12, 3, 1, 1, 12}, /* depthwise */
@@ -851,6 +861,8 @@ int main(void)
     printf("# threads 4\n");
     conv_vs_ref(gbtd_conv2d_shape_make(5, 8, 7, 6, 8, 3, 1, 1, 2), 1);
     conv_vs_ref(gbtd_conv2d_shape_make(3, 6, 9, 9, 8, 3, 2, 1, 1), 0);
+    conv_vs_ref(gbtd_conv2d_shape_make(13, 96, 7, 7, 160, 1, 1, 0, 1), 1); /* batched chunks */
+    conv_vs_ref(gbtd_conv2d_shape_make(3, 80, 7, 7, 32, 3, 1, 1, 1), 0);   /* fewer images than threads */
     gbtd_set_threads(2);
     gbtd_bn_shape bss[] = {{4, 3, 49}, {2, 5, 1}, {16, 2, 50}, {3, 4, 196}, {4, 32, 256}, {4, 16, 16}};
     for (size_t i = 0; i < sizeof bss / sizeof bss[0]; i++) {
