@@ -2,6 +2,7 @@
  * over channels (dynamic schedule: channels are independent, so the result never depends on it).
  * Plane sums use eight float partial sums (vectorisable) added into doubles. */
 #include <math.h>
+#include <stdint.h>
 
 #include "nn/gemm_small.h"
 #include "nn/ops_internal.h"
@@ -166,10 +167,23 @@ __attribute__((target("avx2,fma"))) static void plane_bwd_sums_avx2(const float 
 }
 
 __attribute__((target("avx2,fma"))) static void apply_avx2(const float *x, float *y, int64_t len,
-                                                            float scale, float shift, int relu)
+                                                            float scale, float shift, int relu,
+                                                            int stream)
 {
     const __m256 sc = _mm256_set1_ps(scale), sh = _mm256_set1_ps(shift), z = _mm256_setzero_ps();
     int64_t i = 0;
+    if (stream) {
+        /* non-temporal stores from the first 32-byte boundary: no read of y's lines first */
+        for (; i < len && ((uintptr_t)(y + i) & 31u); i++) {
+            const float v = x[i] * scale + shift;
+            y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+        }
+        for (; i + 8 <= len; i += 8) {
+            __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sc), sh);
+            if (relu) v = _mm256_max_ps(v, z);
+            _mm256_stream_ps(y + i, v);
+        }
+    }
     for (; i + 8 <= len; i += 8) {
         __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sc), sh);
         if (relu) v = _mm256_max_ps(v, z);
@@ -184,11 +198,26 @@ __attribute__((target("avx2,fma"))) static void apply_avx2(const float *x, float
 __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, const float *ys,
                                                                const float *ds, float *o,
                                                                int64_t len, float mu, float a,
-                                                               float bx, float k, int set)
+                                                               float bx, float k, int set,
+                                                               int stream)
 {
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(bx), vk = _mm256_set1_ps(k);
     const __m256 m = _mm256_set1_ps(mu), z = _mm256_setzero_ps();
     int64_t i = 0;
+    if (set && stream) {
+        /* stored, not accumulated: non-temporal stores from the first 32-byte boundary */
+        while (i < len && ((uintptr_t)(o + i) & 31u)) i++;
+        plane_dx_generic(xs, ys, ds, o, i, mu, a, bx, k, 1);
+        for (; i + 8 <= len; i += 8) {
+            __m256 g = _mm256_loadu_ps(ds + i);
+            if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys + i), z, _CMP_GT_OQ));
+            const __m256 v = _mm256_add_ps(
+                _mm256_add_ps(_mm256_mul_ps(va, g),
+                              _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs + i), m))),
+                vk);
+            _mm256_stream_ps(o + i, v);
+        }
+    }
     for (; i + 8 <= len; i += 8) {
         __m256 g = _mm256_loadu_ps(ds + i);
         if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys + i), z, _CMP_GT_OQ));
@@ -232,26 +261,42 @@ static void plane_bwd_sums(const float *x, const float *y, const float *dy, int6
     plane_bwd_sums_generic(x, y, dy, len, mu, sdy, sdyx);
 }
 
-static void apply(const float *x, float *y, int64_t len, float scale, float shift, int relu)
+static void apply(const float *x, float *y, int64_t len, float scale, float shift, int relu,
+                  int stream)
 {
 #ifdef BN_X86
     if (nn_have_avx2()) {
-        apply_avx2(x, y, len, scale, shift, relu);
+        apply_avx2(x, y, len, scale, shift, relu, stream);
         return;
     }
 #endif
+    (void)stream;
     apply_generic(x, y, len, scale, shift, relu);
 }
 
+/* Outputs larger than nn_stream_bytes are written with non-temporal stores (ops_internal.h). */
+static int stream_out(int64_t count) { return count * (int64_t)sizeof(float) > nn_stream_bytes; }
+
+/* Orders the non-temporal stores of this thread before what follows the parallel region. */
+static void stream_fence(int stream)
+{
+#ifdef BN_X86
+    if (stream && nn_have_avx2()) _mm_sfence();
+#else
+    (void)stream;
+#endif
+}
+
 static void plane_dx(const float *xs, const float *ys, const float *ds, float *o, int64_t len,
-                     float mu, float a, float bx, float k, int set)
+                     float mu, float a, float bx, float k, int set, int stream)
 {
 #ifdef BN_X86
     if (nn_have_avx2()) {
-        plane_dx_avx2(xs, ys, ds, o, len, mu, a, bx, k, set);
+        plane_dx_avx2(xs, ys, ds, o, len, mu, a, bx, k, set, stream);
         return;
     }
 #endif
+    (void)stream;
     plane_dx_generic(xs, ys, ds, o, len, mu, a, bx, k, set);
 }
 
@@ -268,7 +313,10 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
     const int64_t N = s->n, C = s->c, HW = s->hw, m = N * HW;
     if (m < 2) return gbtd_error(GBTD_EINVAL, "%s: batch statistics need n*h*w >= 2", fn);
     if (!(eps > 0.0f)) return gbtd_error(GBTD_EINVAL, "%s: eps = %g must be > 0", fn, (double)eps);
-#pragma omp parallel for schedule(dynamic, 2)
+    const int stream = stream_out(m * C);
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 2) nowait
     for (int64_t c = 0; c < C; c++) {
         /* Two passes: the mean, then squared deviations from it (no cancellation). A single
          * pass merging per-plane statistics saves one read of x, but moves the rounding of the
@@ -285,7 +333,7 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
         const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
         const float scale = (float)(g * r), shift = (float)(b - g * r * mu);
         for (int64_t n = 0; n < N; n++)
-            apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu);
+            apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu, stream);
         mean[c] = (float)mu;
         rstd[c] = (float)r;
         if (running_mean)
@@ -293,6 +341,8 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
         if (running_var)
             running_var[c] = (float)((1.0 - momentum) * running_var[c] +
                                      (double)momentum * var * (double)m / (double)(m - 1));
+    }
+    stream_fence(stream);
     }
     return GBTD_OK;
 }
@@ -307,13 +357,18 @@ static int forward_eval(const char *fn, const gbtd_bn_shape *s, const float *x,
     NN_NONNULL(fn, running_var);
     NN_NONNULL(fn, y);
     const int64_t N = s->n, C = s->c, HW = s->hw;
-#pragma omp parallel for schedule(dynamic, 2)
+    const int stream = stream_out(N * C * HW);
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 2) nowait
     for (int64_t c = 0; c < C; c++) {
         const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
         const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
         const float scale = (float)(g * r), shift = (float)(b - g * r * running_mean[c]);
         for (int64_t n = 0; n < N; n++)
-            apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu);
+            apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu, stream);
+    }
+    stream_fence(stream);
     }
     return GBTD_OK;
 }
@@ -329,7 +384,10 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
     NN_NONNULL(fn, dy);
     const int64_t N = s->n, C = s->c, HW = s->hw;
     const double m = (double)(N * HW);
-#pragma omp parallel for schedule(dynamic, 2)
+    const int stream = set && dx && stream_out(N * C * HW);
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 2) nowait
     for (int64_t c = 0; c < C; c++) {
         const float mu = mean[c];
         const double r = rstd[c];
@@ -349,8 +407,11 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         const float k = (float)(-g * r * sdy / m);
         for (int64_t n = 0; n < N; n++) {
             const int64_t off = (n * C + c) * HW;
-            plane_dx(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mu, a, bx, k, set);
+            plane_dx(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mu, a, bx, k, set,
+                     stream);
         }
+    }
+    stream_fence(stream);
     }
     return GBTD_OK;
 }

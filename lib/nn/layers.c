@@ -4,7 +4,106 @@
 #include <string.h>
 
 #include "core/blas.h"
+#include "nn/gemm_small.h"
 #include "nn/ops_internal.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LAYERS_X86 1
+#include <immintrin.h>
+#endif
+
+int64_t nn_stream_bytes = (int64_t)32 << 20;
+
+#ifdef LAYERS_X86
+__attribute__((target("avx2"))) static void add_stream_avx2(int64_t len, int relu,
+                                                             const float *a, const float *b,
+                                                             float *y)
+{
+    const __m256 z = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i < len && ((uintptr_t)(y + i) & 31u); i++) {
+        const float v = a[i] + b[i];
+        y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+    /* max(v, 0) returns its second operand for NaN and for -0, as the scalar select does */
+    for (; i + 8 <= len; i += 8) {
+        __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        if (relu) v = _mm256_max_ps(v, z);
+        _mm256_stream_ps(y + i, v);
+    }
+    for (; i < len; i++) {
+        const float v = a[i] + b[i];
+        y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+#endif
+
+#ifdef LAYERS_X86
+/* Non-temporal da = db = dy masked by y > 0 (relu); the and-mask of a compare equals the scalar
+ * select (0 where y > 0 fails, NaN included). Unaligned heads and tails store plainly. */
+__attribute__((target("avx2"))) static void add_bwd_stream_avx2(int64_t len, int relu,
+                                                                 const float *y, const float *dy,
+                                                                 float *da, float *db)
+{
+    const __m256 z = _mm256_setzero_ps();
+    /* a common 32-byte phase of da and db is needed for streaming both */
+    const int both = da && db;
+    const float *al = da ? da : db;
+    int64_t i = 0;
+    if (!both || (((uintptr_t)da ^ (uintptr_t)db) & 31u) == 0) {
+        for (; i < len && ((uintptr_t)(al + i) & 31u); i++) {
+            const float d = dy[i], g = relu ? (y[i] > 0.0f ? d : 0.0f) : d;
+            if (da) da[i] = g;
+            if (db) db[i] = g;
+        }
+        for (; i + 8 <= len; i += 8) {
+            __m256 g = _mm256_loadu_ps(dy + i);
+            if (relu) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(y + i), z, _CMP_GT_OQ));
+            if (da) _mm256_stream_ps(da + i, g);
+            if (db) _mm256_stream_ps(db + i, g);
+        }
+    }
+    for (; i < len; i++) {
+        const float d = dy[i], g = relu ? (y[i] > 0.0f ? d : 0.0f) : d;
+        if (da) da[i] = g;
+        if (db) db[i] = g;
+    }
+}
+#endif
+
+int nn_add_stream(int64_t len, int relu, const float *a, const float *b, float *y)
+{
+#ifdef LAYERS_X86
+    if (nn_have_avx2()) {
+        add_stream_avx2(len, relu, a, b, y);
+        return 1;
+    }
+#endif
+    (void)len, (void)relu, (void)a, (void)b, (void)y;
+    return 0;
+}
+
+void nn_stream_fence(void)
+{
+#ifdef LAYERS_X86
+    _mm_sfence();
+#endif
+}
+
+/* Large adds in chunks of non-temporal stores (nn_stream_bytes); 0 when not taken. */
+static int add_forward_stream(int64_t len, int relu, const float *a, const float *b, float *y)
+{
+    if (len * (int64_t)sizeof(float) <= nn_stream_bytes || !nn_have_avx2()) return 0;
+    const int64_t chunk = 16384;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t i0 = 0; i0 < len; i0 += chunk)
+            nn_add_stream(len - i0 < chunk ? len - i0 : chunk, relu, a + i0, b + i0, y + i0);
+        nn_stream_fence();
+    }
+    return 1;
+}
 
 /* ---- element-wise ------------------------------------------------------------------------- */
 
@@ -38,6 +137,7 @@ int gbtd_add_forward(int64_t len, const float *a, const float *b, float *y)
     NN_NONNULL("add_forward", a);
     NN_NONNULL("add_forward", b);
     NN_NONNULL("add_forward", y);
+    if (add_forward_stream(len, 0, a, b, y)) return GBTD_OK;
 #pragma omp parallel for schedule(static) if (len > 65536)
     for (int64_t i = 0; i < len; i++) y[i] = a[i] + b[i];
     return GBTD_OK;
@@ -61,6 +161,7 @@ int gbtd_add_relu_forward(int64_t len, const float *a, const float *b, float *y)
     NN_NONNULL("add_relu_forward", a);
     NN_NONNULL("add_relu_forward", b);
     NN_NONNULL("add_relu_forward", y);
+    if (add_forward_stream(len, 1, a, b, y)) return GBTD_OK;
 #pragma omp parallel for schedule(static) if (len > 65536)
     for (int64_t i = 0; i < len; i++) {
         const float v = a[i] + b[i];
@@ -120,6 +221,20 @@ static void add_bwd_span(int64_t len, int relu, const float *restrict y,
 #undef NN_ADD_LOOP
 }
 
+/* da = db = dy (masked by y > 0 when y is given), either may be NULL, with non-temporal stores
+ * where AVX2 is in use (the values of add_bwd_span's store cases). */
+static void add_bwd_stream(int64_t len, int relu, const float *y, const float *dy, float *da,
+                           float *db)
+{
+#ifdef LAYERS_X86
+    if (nn_have_avx2()) {
+        add_bwd_stream_avx2(len, relu, y, dy, da, db);
+        return;
+    }
+#endif
+    add_bwd_span(len, relu, y, dy, da, da ? 2 : 0, db, db ? 2 : 0);
+}
+
 /* The residual add's backward for the network runner: with `set_a` / `set_b` the gradient is
  * stored rather than accumulated, so a slot that this layer is the first to write needs neither a
  * memset beforehand nor a read here. `relu`: y is the add's ReLU output and gates dy. Arguments
@@ -134,6 +249,19 @@ void nn_add_backward_store(int64_t len, int relu, const float *y, const float *d
     }
     const int ma = da ? (set_a ? 2 : 1) : 0, mb = db ? (set_b ? 2 : 1) : 0;
     if (ma + mb == 0) return;
+    if (ma != 1 && mb != 1 && len * (int64_t)sizeof(float) > nn_stream_bytes && nn_have_avx2()) {
+        /* both gradients stored, large: non-temporal stores (nn_stream_bytes) */
+        const int64_t chunk = 16384;
+#pragma omp parallel
+        {
+#pragma omp for schedule(static) nowait
+            for (int64_t i0 = 0; i0 < len; i0 += chunk)
+                add_bwd_stream(len - i0 < chunk ? len - i0 : chunk, relu, relu ? y + i0 : NULL,
+                               dy + i0, da ? da + i0 : NULL, db ? db + i0 : NULL);
+            nn_stream_fence();
+        }
+        return;
+    }
     const int64_t chunk = 8192;
 #pragma omp parallel for schedule(static) if (len > 65536)
     for (int64_t i0 = 0; i0 < len; i0 += chunk) {

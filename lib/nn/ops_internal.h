@@ -44,6 +44,17 @@ int nn_conv2d_backward_set(const gbtd_conv2d_shape *s, const float *x, const flo
                            const float *dy, float *dx, float *dw, float *db, float *ws,
                            size_t ws_len, int set_dx);
 
+/* Outputs of batch norm and the residual add larger than this many bytes (default 32 MiB, more
+ * than a last-level cache holds for the next reader) are written with non-temporal stores,
+ * which skip reading each line before overwriting it. The tests lower it to reach those paths
+ * on small shapes; the values written do not depend on it. */
+extern int64_t nn_stream_bytes;
+
+/* Non-temporal y[i] = a[i] + b[i] (then max(0, .) with relu) for len elements, when AVX2 is in
+ * use; 0 (nothing done) otherwise. The caller issues nn_stream_fence() before others read y. */
+int nn_add_stream(int64_t len, int relu, const float *a, const float *b, float *y);
+void nn_stream_fence(void);
+
 /* OpenBLAS thread count around OpenMP regions that call BLAS from several threads. */
 int nn_blas_single_begin(int omp_threads);
 void nn_blas_single_end(int saved);

@@ -777,7 +777,11 @@ static void store_mode(void)
         {7, 80, 7, 7, 40, 3, 1, 1, 1},  /* 3x3 on 7x7: chunks, col2im per image */
         {2, 16, 9, 9, 16, 3, 2, 1, 1},  /* narrow dense: phase planes */
         {2, 32, 5, 5, 32, 3, 1, 1, 8},  /* grouped */
+        {3, 24, 11, 19, 24, 3, 2, 1, 4}, /* grouped stride 2, odd width: phase planes stored */
+        {2, 12, 10, 11, 12, 3, 3, 1, 3}, /* grouped stride 3 (portable unpack) */
+        {2, 16, 28, 28, 16, 3, 1, 1, 1}, /* narrow dense 28x28 stride 1: phase planes stored */
         {2, 12, 6, 6, 12, 3, 1, 1, 12}, /* depthwise */
+        {2, 8, 9, 11, 16, 3, 2, 1, 8},  /* depthwise stride 2, multiplier 2: planes stored */
     };
     for (int t = 1; t <= 2; t++) {
         gbtd_set_threads(t);
@@ -837,6 +841,81 @@ static void store_mode(void)
     }
 }
 
+/* ---- non-temporal stores ------------------------------------------------------------------
+ * Batch norm and the residual add write large outputs with streaming stores (nn_stream_bytes).
+ * With the threshold at 0 every output streams: the values must equal the plain stores' bit for
+ * bit, on planes and buffers that start off a 32-byte boundary. */
+static void streaming_stores(void)
+{
+    const int64_t saved = nn_stream_bytes;
+    gbtd_set_threads(2);
+    for (int relu = 0; relu <= 1; relu++) {
+        gbtd_bn_shape s = {5, 7, 37};
+        const int64_t len = s.n * s.c * s.hw;
+        float *x = fvec(len, -2, 2), *g = fvec(s.c, 0.5, 1.5), *b = fvec(s.c, -0.5, 0.5);
+        float *dy = fvec(len, -1, 1), *rm = fvec(s.c, -1, 1), *rv = fvec(s.c, 0.5, 2);
+        float *y[2], *ye[2], *dx[2], *dg[2], *db[2], *mean[2], *rstd[2];
+        for (int k = 0; k < 2; k++) {
+            nn_stream_bytes = k ? 0 : saved;
+            y[k] = fzeros(len + 1);
+            ye[k] = fzeros(len + 1);
+            dx[k] = fzeros(len + 1);
+            dg[k] = fzeros(s.c), db[k] = fzeros(s.c), mean[k] = fzeros(s.c), rstd[k] = fzeros(s.c);
+            /* outputs one float past an aligned start */
+            CHECK_OK(relu ? gbtd_bn_relu_forward_train(&s, x, g, b, 1e-5f, 0.1f, NULL, NULL, mean[k],
+                                                       rstd[k], y[k] + 1)
+                          : gbtd_bn_forward_train(&s, x, g, b, 1e-5f, 0.1f, NULL, NULL, mean[k],
+                                                  rstd[k], y[k] + 1),
+                     "streaming bn: forward runs");
+            CHECK_OK(relu ? gbtd_bn_relu_forward_eval(&s, x, g, b, 1e-5f, rm, rv, ye[k] + 1)
+                          : gbtd_bn_forward_eval(&s, x, g, b, 1e-5f, rm, rv, ye[k] + 1),
+                     "streaming bn: evaluation forward runs");
+            CHECK_OK(nn_bn_backward_set(&s, x, g, mean[k], rstd[k], relu ? y[k] + 1 : NULL, dy,
+                                        dx[k] + 1, dg[k], db[k], 1),
+                     "streaming bn: backward (stored dx) runs");
+        }
+        int64_t bad = 0;
+        for (int64_t i = 0; i <= len; i++)
+            bad += !(y[0][i] == y[1][i]) + !(ye[0][i] == ye[1][i]) + !(dx[0][i] == dx[1][i]);
+        for (int64_t c = 0; c < s.c; c++) bad += !(dg[0][c] == dg[1][c]) + !(db[0][c] == db[1][c]);
+        CHECK(bad == 0, relu ? "streaming bn+relu: forward, evaluation and backward exact"
+                             : "streaming bn: forward, evaluation and backward exact");
+        free(x); free(g); free(b); free(dy); free(rm); free(rv);
+        for (int k = 0; k < 2; k++) {
+            free(y[k]); free(ye[k]); free(dx[k]); free(dg[k]); free(db[k]); free(mean[k]);
+            free(rstd[k]);
+        }
+    }
+    {
+        const int64_t L = 70001;
+        float *a = fvec(L + 3, -1, 1), *b = fvec(L + 3, -1, 1), *dy = fvec(L + 3, -1, 1);
+        float *y[2], *ga[2], *gb[2];
+        int bad = 0;
+        for (int relu = 0; relu <= 1; relu++)
+            for (int off = 0; off < 3; off++) {
+                for (int k = 0; k < 2; k++) {
+                    nn_stream_bytes = k ? 0 : saved;
+                    y[k] = fzeros(L + 3), ga[k] = fzeros(L + 3), gb[k] = fzeros(L + 3);
+                    if (relu)
+                        gbtd_add_relu_forward(L, a + off, b, y[k] + off);
+                    else
+                        gbtd_add_forward(L, a, b + off, y[k] + off);
+                    /* both stored (da and db in different 32-byte phases when off > 0), one only */
+                    nn_add_backward_store(L, relu, y[k] + off, dy, ga[k] + off, 1, gb[k], 1);
+                    nn_add_backward_store(L - 1, relu, y[k] + off, dy + off, NULL, 0, gb[k] + 2, 1);
+                }
+                for (int64_t i = 0; i < L + 3; i++)
+                    bad += !(y[0][i] == y[1][i]) + !(ga[0][i] == ga[1][i]) + !(gb[0][i] == gb[1][i]);
+                for (int k = 0; k < 2; k++) {
+                    free(y[k]); free(ga[k]); free(gb[k]);
+                }
+            }
+        CHECK(bad == 0, "streaming add: forward (+ReLU) and stored backward exact, any alignment");
+        free(a); free(b); free(dy);
+    }
+    nn_stream_bytes = saved;
+}
+
 int main(void)
 {
     gbtd_rng_alloc(20240601, &rng);
@@ -873,6 +952,7 @@ int main(void)
     simple_vs_refd();
     sharing();
     store_mode();
+    streaming_stores();
     errors();
     gbtd_rng_free(rng);
     return check_finish();
