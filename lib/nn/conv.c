@@ -442,7 +442,9 @@ int gbtd_conv2d_forward(const gbtd_conv2d_shape *s0, const float *x, const float
 #pragma omp parallel num_threads(nt)
     {
         float *col = p.col_len ? ws + (size_t)thread_id() * p.per_thread : NULL;
-#pragma omp for schedule(static)
+        /* dynamic: items are independent, and a thread held back (a busy machine) does not
+         * hold the others */
+#pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < items; t++) {
             const int64_t n = t / G, g = t % G;
             const float *xg = x + (n * s->c_in + g * p.cig) * p.hw;
@@ -608,19 +610,19 @@ int nn_conv2d_backward_set(const gbtd_conv2d_shape *s0, const float *x, const fl
         }
     }
     if (!dx && !dw) return GBTD_OK;
-    /* Only the dense per-(image, group) path writes each dx slice itself. */
-    const int dense_path = !p.depthwise && !p.phase_grp;
-    if (dx && set_dx && !dense_path) {
+    /* All but the depthwise direct loops store each dx slice themselves when set_dx. */
+    const int stores_dx = !p.depthwise || dw_fast;
+    if (dx && set_dx && !stores_dx) {
         memset(dx, 0, sizeof(float) * (size_t)(s->n * s->c_in * p.hw));
         set_dx = 0;
     }
     if (!dx) set_dx = 0;
     if (dw_fast) {
-        nn_dw_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt);
+        nn_dw_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt, set_dx);
         return GBTD_OK;
     }
     if (p.phase_grp) {
-        nn_grp_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt);
+        nn_grp_backward(s, x, wt, dy, dx, dw, ws, p.per_thread, nt, set_dx);
         return GBTD_OK;
     }
     if (p.depthwise) {

@@ -149,13 +149,17 @@ static void unpack_y_generic(const dw_geom *g, const float *Y, float bias, float
     }
 }
 
-static void unpack_dx_add_generic(const dw_geom *g, const float *DX, float *dx)
+/* dx (+)= the phase planes DX interleaved back (set: dx =, every element written once). */
+static void unpack_dx_add_generic(const dw_geom *g, const float *DX, float *dx, int set)
 {
     if (g->s == 1) {
         for (int64_t r = 0; r < g->h; r++) {
             const float *src = DX + (r + g->pad) * g->ws + g->pad;
             float *dst = dx + r * g->w;
-            for (int64_t c = 0; c < g->w; c++) dst[c] += src[c];
+            if (set)
+                memcpy(dst, src, sizeof(float) * (size_t)g->w);
+            else
+                for (int64_t c = 0; c < g->w; c++) dst[c] += src[c];
         }
         return;
     }
@@ -166,7 +170,10 @@ static void unpack_dx_add_generic(const dw_geom *g, const float *DX, float *dx)
         for (int64_t c0 = 0; c0 < g->s && c0 < g->w; c0++) {
             const int64_t cp = c0 + g->pad;
             const float *src = row + (cp % g->s) * g->lu + cp / g->s;
-            for (int64_t c = c0; c < g->w; c += g->s) dst[c] += *src++;
+            if (set)
+                for (int64_t c = c0; c < g->w; c += g->s) dst[c] = *src++;
+            else
+                for (int64_t c = c0; c < g->w; c += g->s) dst[c] += *src++;
         }
     }
 }
@@ -332,10 +339,15 @@ __attribute__((target("avx2,fma"))) static void unpack_y_avx2(const dw_geom *g, 
 }
 
 __attribute__((target("avx2,fma"))) static void unpack_dx_add_s1_avx2(const dw_geom *g,
-                                                                       const float *DX, float *dx)
+                                                                       const float *DX, float *dx,
+                                                                       int set)
 {
-    for (int64_t r = 0; r < g->h; r++)
-        row_add_avx2(dx + r * g->w, DX + (r + g->pad) * g->ws + g->pad, g->w);
+    for (int64_t r = 0; r < g->h; r++) {
+        if (set)
+            row_copy_avx2(dx + r * g->w, DX + (r + g->pad) * g->ws + g->pad, g->w, 0.0f);
+        else
+            row_add_avx2(dx + r * g->w, DX + (r + g->pad) * g->ws + g->pad, g->w);
+    }
 }
 
 /* Stride 2: de-interleave rows into the two column phases eight pairs at a time (pack), and
@@ -363,8 +375,10 @@ __attribute__((target("avx2,fma"))) static void pack_x_s2_avx2(const dw_geom *g,
 }
 
 __attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_geom *g,
-                                                                       const float *DX, float *dx)
+                                                                       const float *DX, float *dx,
+                                                                       int set)
 {
+    const __m256 z = _mm256_setzero_ps();
     const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2;
     for (int64_t r = 0; r < g->h; r++) {
         const int64_t rp = r + g->pad;
@@ -375,13 +389,15 @@ __attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_g
         for (; 2 * k + 16 <= g->w; k += 8) {
             const __m256 e = _mm256_loadu_ps(ev + k), o = _mm256_loadu_ps(od + k);
             const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-            _mm256_storeu_ps(dst + 2 * k, _mm256_add_ps(_mm256_loadu_ps(dst + 2 * k),
-                                                        _mm256_permute2f128_ps(lo, hi, 0x20)));
-            _mm256_storeu_ps(dst + 2 * k + 8, _mm256_add_ps(_mm256_loadu_ps(dst + 2 * k + 8),
-                                                            _mm256_permute2f128_ps(lo, hi, 0x31)));
+            /* stored: added to zero, which gives what accumulating onto a zeroed dx gives */
+            const __m256 d0 = set ? z : _mm256_loadu_ps(dst + 2 * k);
+            const __m256 d1 = set ? z : _mm256_loadu_ps(dst + 2 * k + 8);
+            _mm256_storeu_ps(dst + 2 * k, _mm256_add_ps(d0, _mm256_permute2f128_ps(lo, hi, 0x20)));
+            _mm256_storeu_ps(dst + 2 * k + 8,
+                             _mm256_add_ps(d1, _mm256_permute2f128_ps(lo, hi, 0x31)));
         }
-        for (int64_t c = 2 * k; c < g->w; c += 2) dst[c] += ev[c / 2];
-        for (int64_t c = 2 * k + 1; c < g->w; c += 2) dst[c] += od[c / 2];
+        for (int64_t c = 2 * k; c < g->w; c += 2) dst[c] = (set ? 0.0f : dst[c]) + ev[c / 2];
+        for (int64_t c = 2 * k + 1; c < g->w; c += 2) dst[c] = (set ? 0.0f : dst[c]) + od[c / 2];
     }
 }
 #endif
@@ -425,19 +441,19 @@ static void unpack_y(int avx2, const dw_geom *g, const float *Y, float bias, flo
     unpack_y_generic(g, Y, bias, y);
 }
 
-static void unpack_dx_add(int avx2, const dw_geom *g, const float *DX, float *dx)
+static void unpack_dx_add(int avx2, const dw_geom *g, const float *DX, float *dx, int set)
 {
 #ifdef DW_X86
     if (avx2 && g->s <= 2) {
         if (g->s == 1)
-            unpack_dx_add_s1_avx2(g, DX, dx);
+            unpack_dx_add_s1_avx2(g, DX, dx, set);
         else
-            unpack_dx_add_s2_avx2(g, DX, dx);
+            unpack_dx_add_s2_avx2(g, DX, dx, set);
         return;
     }
 #endif
     (void)avx2;
-    unpack_dx_add_generic(g, DX, dx);
+    unpack_dx_add_generic(g, DX, dx, set);
 }
 
 static void taps_sum(int avx2, int64_t nt, const float *const *base, const float *w, float *dst,
@@ -511,7 +527,7 @@ void nn_dw_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, 
 /* ---- backward ------------------------------------------------------------------------------ */
 
 void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
-                    float *dx, float *dw, float *ws, size_t per_thread, int nt)
+                    float *dx, float *dw, float *ws, size_t per_thread, int nt, int set_dx)
 {
     dw_geom g;
     geom_make(s, &g);
@@ -584,7 +600,7 @@ void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt,
                                 memset(DX + ph * g.lu, 0, sizeof(float) * (size_t)g.lu);
                         }
                 }
-                if (dx) unpack_dx_add(avx2, &g, DX, dx + (n * C + ci) * hw);
+                if (dx) unpack_dx_add(avx2, &g, DX, dx + (n * C + ci) * hw, set_dx);
             }
             if (dw)
                 for (int64_t k = 0; k < (c1 - c0) * g.m * g.ntaps; k++)
@@ -683,7 +699,8 @@ static void grp_weights_t(const grp_ctx *c, const float *wg, float *WT)
 
 /* dw: with c->tn, the transposed accumulator (kg x cog) of group gi; else dw itself. */
 static void grp_bwd_item(const grp_ctx *c, int64_t n, int64_t gi, const float *x, const float *wt,
-                         const float *dy, float *dx, float *dw, float *P, int wt_ready)
+                         const float *dy, float *dx, float *dw, float *P, int wt_ready,
+                         int set_dx)
 {
     const gbtd_conv2d_shape *s = c->s;
     const dw_geom *g = &c->g;
@@ -726,12 +743,12 @@ static void grp_bwd_item(const grp_ctx *c, int64_t n, int64_t gi, const float *x
         }
         float *dxg = dx + (n * s->c_in + gi * g->cig) * c->hw;
         for (int64_t ch = 0; ch < g->cig; ch++)
-            unpack_dx_add(c->avx2, g, DX + ch * g->nph * g->lu, dxg + ch * c->hw);
+            unpack_dx_add(c->avx2, g, DX + ch * g->nph * g->lu, dxg + ch * c->hw, set_dx);
     }
 }
 
 void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
-                     float *dx, float *dw, float *ws, size_t per_thread, int nt)
+                     float *dx, float *dw, float *ws, size_t per_thread, int nt, int set_dx)
 {
     grp_ctx c;
     grp_ctx_make(s, &c);
@@ -751,7 +768,7 @@ void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt
                 if (dw && c.tn) memset(DWT, 0, sizeof(float) * (size_t)gw);
                 float *dwg = !dw ? NULL : c.tn ? DWT : dw;
                 for (int64_t n = 0; n < s->n; n++)
-                    grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwg, P, n > 0);
+                    grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwg, P, n > 0, set_dx);
                 if (dw && c.tn) {
                     float *d = dw + gi * gw;
                     for (int64_t o = 0; o < g->cog; o++)
@@ -772,7 +789,7 @@ void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt
         for (int64_t n = 0; n < s->n; n++)
             for (int64_t gi = 0; gi < G; gi++)
                 grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwp ? (c.tn ? dwp + gi * gw : dwp) : NULL,
-                             P, 0);
+                             P, 0, set_dx);
     }
     if (dw) {
         /* threads that got no images left their (zeroed) buffers untouched */

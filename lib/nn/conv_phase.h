@@ -22,17 +22,19 @@ size_t nn_dw_per_thread(const gbtd_conv2d_shape *s);
 /* y = conv(x, wt) + b on nt threads; ws holds nt * per_thread floats. */
 void nn_dw_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *b,
                    float *y, float *ws, size_t per_thread, int nt);
-/* dx += conv^T(dy), dw += dy (*) x (either may be NULL) on nt threads. */
+/* dx += conv^T(dy) (set_dx: dx =, each element written once), dw += dy (*) x (either may be
+ * NULL) on nt threads. */
 void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
-                    float *dx, float *dw, float *ws, size_t per_thread, int nt);
+                    float *dx, float *dw, float *ws, size_t per_thread, int nt, int set_dx);
 
 /* Grouped (1 < groups < c_in): floats of workspace per thread, 0 if not handled. */
 size_t nn_grp_per_thread(const gbtd_conv2d_shape *s);
 void nn_grp_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *b,
                     float *y, float *ws, size_t per_thread, int nt);
 /* When nt > groups the threads split the images: nt private weight gradients live in ws and
- * are summed into dw at the end. */
+ * are summed into dw at the end. set_dx: dx = conv^T(dy), its old contents ignored (each
+ * element is written once), instead of dx +=. */
 void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
-                     float *dx, float *dw, float *ws, size_t per_thread, int nt);
+                     float *dx, float *dw, float *ws, size_t per_thread, int nt, int set_dx);
 
 #endif
