@@ -471,6 +471,16 @@ int gbtd_net_backward(gbtd_net *net)
         const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
         const double t0 = rt->prof ? prof_now_() : 0.0;
         if (rt->ninj) add_value_grads_(net, rt, L->out);
+        if (rt->gslot[L->out] < 0) {
+            /* an output nothing reads: no gradient flows, but an input gradient this layer would
+             * have started must start at zero for its other readers */
+            if (rt->gslot[L->in] >= 0 && rt->zero_in[i])
+                memset(rt->slot[rt->gslot[L->in]], 0, (size_t)(n * numel_(vi)) * sizeof(float));
+            if (L->in2 >= 0 && rt->gslot[L->in2] >= 0 && rt->zero_in2[i])
+                memset(rt->slot[rt->gslot[L->in2]], 0,
+                       (size_t)(n * numel_(&net->values[L->in2])) * sizeof(float));
+            continue;
+        }
         const float *dy = rt->slot[rt->gslot[L->out]];
         float *dx = rt->gslot[L->in] >= 0 ? rt->slot[rt->gslot[L->in]] : NULL;
         float *dx2 = L->in2 >= 0 && rt->gslot[L->in2] >= 0 ? rt->slot[rt->gslot[L->in2]] : NULL;

@@ -473,6 +473,62 @@ static void value_grad_(void)
     gbtd_set_allocator(NULL);
 }
 
+/* A layer whose output nothing reads (a dangling branch) passes no gradient, and the input
+ * gradient it would have started in the backward order starts at zero for the other readers: the
+ * gradients equal those of the same net without the branch (same weights copied by name). */
+static int dangling_build_(gbtd_net *n, bool branch)
+{
+    int v1, vg, va, lg;
+    GBTD_CHECK(gbtd_net_init(n, 2, 6, 6));
+    GBTD_CHECK(gbtd_net_add_conv(n, "b", 0, 4, 3, 1, 1, 1, -1, &v1));
+    GBTD_CHECK(gbtd_net_add_gap(n, v1, &vg));
+    if (branch) GBTD_CHECK(gbtd_net_add_conv(n, "a", v1, 3, 3, 1, 1, 1, -1, &va));
+    GBTD_CHECK(gbtd_net_add_linear(n, "fc", vg, 3, &lg));
+    return gbtd_net_finalize(n);
+}
+
+static void dangling_(void)
+{
+    gbtd_net with, without;
+    CHECK_OK(dangling_build_(&with, true), "dangling branch: net with it builds");
+    CHECK_OK(dangling_build_(&without, false), "dangling branch: net without it builds");
+    static const char *names[] = {"b.weight", "fc.weight", "fc.bias"};
+    for (int k = 0; k < 3; k++) {
+        const gbtd_net_entry *e1 = gbtd_net_find(&with, names[k]), *e0 = gbtd_net_find(&without, names[k]);
+        if (e1 && e0)
+            memcpy(gbtd_net_entry_data(&with, e1), gbtd_net_entry_data(&without, e0),
+                   (size_t)e0->numel * sizeof(float));
+    }
+    float x[3 * 72];
+    int32_t y[3] = {0, 1, 2};
+    for (int i = 0; i < 3 * 72; i++) x[i] = (float)sin(0.37 * i);
+    gbtd_net *nets[2] = {&with, &without};
+    /* two passes: the second finds the first's gradient left in the slot */
+    for (int k = 0; k < 2; k++)
+        for (int pass = 0; pass < 2; pass++) {
+            CHECK_OK(gbtd_net_forward(nets[k], x, 3, true, NULL), "dangling branch: training forward");
+            CHECK_OK(gbtd_net_loss(nets[k], y, 0.0f, NULL, NULL), "dangling branch: loss");
+            gbtd_net_zero_grad(nets[k]);
+            CHECK_OK(gbtd_net_backward(nets[k]), "dangling branch: backward");
+        }
+    double worst = 0.0;
+    for (int k = 0; k < 3; k++) {
+        const gbtd_net_entry *e1 = gbtd_net_find(&with, names[k]), *e0 = gbtd_net_find(&without, names[k]);
+        if (!e1 || !e0) {
+            worst = INFINITY;
+            continue;
+        }
+        for (int64_t i = 0; i < e0->numel; i++) {
+            const double d = fabs((double)with.grads[e1->offset + i] - without.grads[e0->offset + i]);
+            if (!(d <= worst)) worst = d;
+        }
+    }
+    /* the same float operations in the same order on both nets: equal */
+    CHECK(worst == 0.0, "dangling branch: gradients equal the net without the branch");
+    gbtd_net_free(&with);
+    gbtd_net_free(&without);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -483,6 +539,7 @@ int main(int argc, char **argv)
     loader_();
     optim_();
     value_grad_();
+    dangling_();
     if (!getenv("GBTD_SKIP_TRAINING")) short_training_();
     return check_finish();
 }

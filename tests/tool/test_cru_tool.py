@@ -90,6 +90,25 @@ if os.path.exists(models):
     r = run("finetune", out, "--data", "cifar10", "--data-dir", cifar, "--norm", "imagenet", "--epochs", "1",
             "--steps", "2", "--batch", "16", "--limit", "50", "--json", "--quiet", "-o", ft)
     check(r.returncode == 0 and os.path.exists(ft), "gbtd finetune loads the CRU-Net checkpoint and writes one")
+    # per-stage feature matching against the source (teacher): the distance is reported in --json
+    ftf = os.path.join(work, "r20ft-feat.h5")
+    r = run("finetune", out, "--data", "cifar10", "--data-dir", cifar, "--norm", "imagenet", "--epochs", "1",
+            "--steps", "2", "--batch", "32", "--limit", "64", "--teacher", models, "--feat-beta", "0.5",
+            "--feat-stages", "2,3", "--json", "--quiet", "-o", ftf)
+    try:
+        f = json.loads(r.stdout)
+    except ValueError:
+        f = {}
+    check(r.returncode == 0 and os.path.exists(ftf) and f.get("feat_beta") == 0.5
+          and f.get("feat_dist", -1) > 0, "finetune --feat-beta reports a positive feature distance")
+    for args, what in ((["--teacher", models, "--feat-beta", "-1"], "negative --feat-beta"),
+                       (["--feat-beta", "1"], "--feat-beta without --teacher"),
+                       (["--teacher", models, "--feat-beta", "1", "--feat-stages", "4"],
+                        "--feat-stages naming a stage the network lacks")):
+        nf = os.path.join(work, "nofeat.h5")
+        refused(run("finetune", out, "--data", "cifar10", "--data-dir", cifar, "--norm", "imagenet",
+                    "--epochs", "1", "--steps", "1", "--batch", "16", "--limit", "32", *args, "-o", nf),
+                "finetune: " + what, nf)
     r = run("eval", out, "--data", "cifar10", "--data-dir", cifar, "--norm", "imagenet", "--limit", "50",
             "--json")
     try:
