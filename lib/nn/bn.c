@@ -195,6 +195,21 @@ __attribute__((target("avx2,fma"))) static void apply_avx2(const float *x, float
     }
 }
 
+/* Eight lanes of a dy' + bx (x - mu) + k, dy' = dy masked by y > 0 when y is given, in the
+ * portable loop's order (separate multiplies and adds). */
+__attribute__((target("avx2,fma"))) static inline __m256 dx_lanes_(const float *xs,
+                                                                   const float *ys,
+                                                                   const float *ds, __m256 va,
+                                                                   __m256 vb, __m256 vk,
+                                                                   __m256 m)
+{
+    __m256 g = _mm256_loadu_ps(ds);
+    if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys), _mm256_setzero_ps(), _CMP_GT_OQ));
+    return _mm256_add_ps(
+        _mm256_add_ps(_mm256_mul_ps(va, g), _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs), m))),
+        vk);
+}
+
 __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, const float *ys,
                                                                const float *ds, float *o,
                                                                int64_t len, float mu, float a,
@@ -202,30 +217,17 @@ __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, c
                                                                int stream)
 {
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(bx), vk = _mm256_set1_ps(k);
-    const __m256 m = _mm256_set1_ps(mu), z = _mm256_setzero_ps();
+    const __m256 m = _mm256_set1_ps(mu);
     int64_t i = 0;
     if (set && stream) {
         /* stored, not accumulated: non-temporal stores from the first 32-byte boundary */
         while (i < len && ((uintptr_t)(o + i) & 31u)) i++;
         plane_dx_generic(xs, ys, ds, o, i, mu, a, bx, k, 1);
-        for (; i + 8 <= len; i += 8) {
-            __m256 g = _mm256_loadu_ps(ds + i);
-            if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys + i), z, _CMP_GT_OQ));
-            const __m256 v = _mm256_add_ps(
-                _mm256_add_ps(_mm256_mul_ps(va, g),
-                              _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs + i), m))),
-                vk);
-            _mm256_stream_ps(o + i, v);
-        }
+        for (; i + 8 <= len; i += 8)
+            _mm256_stream_ps(o + i, dx_lanes_(xs + i, ys ? ys + i : NULL, ds + i, va, vb, vk, m));
     }
     for (; i + 8 <= len; i += 8) {
-        __m256 g = _mm256_loadu_ps(ds + i);
-        if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys + i), z, _CMP_GT_OQ));
-        /* o + ((a g + bx (x - mu)) + k), the portable loop's order */
-        const __m256 v = _mm256_add_ps(
-            _mm256_add_ps(_mm256_mul_ps(va, g),
-                          _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs + i), m))),
-            vk);
+        const __m256 v = dx_lanes_(xs + i, ys ? ys + i : NULL, ds + i, va, vb, vk, m);
         _mm256_storeu_ps(o + i, set ? v : _mm256_add_ps(_mm256_loadu_ps(o + i), v));
     }
     if (i < len)

@@ -299,6 +299,21 @@ static void test_collective_wins(void)
     gbtd_net_free(&src);
 }
 
+/* 64 random 1x8x8 images in 4 balanced classes (the caller frees images and labels). */
+static void synthetic_8x8_(gbtd_dataset *d, gbtd_rng *rng)
+{
+    memset(d, 0, sizeof *d);
+    strcpy(d->name, "synthetic");
+    d->n = 64;
+    d->c = 1;
+    d->h = d->w = 8;
+    d->classes = 4;
+    d->images = malloc(64 * 64);
+    d->labels = malloc(64 * sizeof(int32_t));
+    for (int i = 0; i < 64 * 64; i++) d->images[i] = (uint8_t)(gbtd_rng_uniform(rng) * 255);
+    for (int i = 0; i < 64; i++) d->labels[i] = i % 4;
+}
+
 /* Fine-tuning with new_first: only CRU layers move in the first epoch. */
 static void test_finetune_frozen(void)
 {
@@ -317,18 +332,9 @@ static void test_finetune_frozen(void)
     CHECK(ex && gbtd_net_entry_data(&cru, ex)[0] == 1.0f && gbtd_net_entry_data(&cru, ex)[1] == 0.0f,
           "extra 1x1 starts as the identity");
     gbtd_dataset d;
-    memset(&d, 0, sizeof d);
-    strcpy(d.name, "synthetic");
-    d.n = 64;
-    d.c = 1;
-    d.h = d.w = 8;
-    d.classes = 4;
-    d.images = malloc(64 * 64);
-    d.labels = malloc(64 * sizeof(int32_t));
     gbtd_rng *rng = NULL;
     gbtd_rng_alloc(4, &rng);
-    for (int i = 0; i < 64 * 64; i++) d.images[i] = (uint8_t)(gbtd_rng_uniform(rng) * 255);
-    for (int i = 0; i < 64; i++) d.labels[i] = i % 4;
+    synthetic_8x8_(&d, rng);
     float *before = malloc(sizeof(float) * (size_t)cru.nparams);
     memcpy(before, cru.params, sizeof(float) * (size_t)cru.nparams);
     gbtd_cru_finetune_opts fo = gbtd_cru_finetune_opts_default();
@@ -731,18 +737,9 @@ static void test_finetune_features(void)
     CHECK_OK(gbtd_net_from_spec("resnet-20:input=1x8x8,classes=4", &src), "features: resnet-20 1x8x8");
     gbtd_net_init_params(&src, 2);
     gbtd_dataset d;
-    memset(&d, 0, sizeof d);
-    strcpy(d.name, "synthetic");
-    d.n = 64;
-    d.c = 1;
-    d.h = d.w = 8;
-    d.classes = 4;
-    d.images = malloc(64 * 64);
-    d.labels = malloc(64 * sizeof(int32_t));
     gbtd_rng *rng = NULL;
     gbtd_rng_alloc(4, &rng);
-    for (int i = 0; i < 64 * 64; i++) d.images[i] = (uint8_t)(gbtd_rng_uniform(rng) * 255);
-    for (int i = 0; i < 64; i++) d.labels[i] = i % 4;
+    synthetic_8x8_(&d, rng);
     /* the teacher's running statistics from the data, as a trained source has them */
     CHECK_OK(gbtd_cru_bn_reestimate(&src, &d, 0, 16, NULL, NULL, 1), "features: teacher statistics");
     gbtd_cru_stage st;
