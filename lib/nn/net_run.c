@@ -192,6 +192,7 @@ static int plan_grads_(gbtd_net *net, gbtd_net_runtime *rt, int64_t n)
     (void)dummy;
     for (int i = nl - 1; i >= 0; i--) {
         const gbtd_layer *L = &net->layers[i];
+        if (rt->gslot[L->out] < 0) continue; /* an output nothing reads: no gradient flows back */
         if (L->in > 0 || rt->want_dx) TAKE(L->in, rt->zero_in[i]);
         if (L->in2 > 0 || (L->in2 == 0 && rt->want_dx)) TAKE(L->in2, rt->zero_in2[i]);
         if (rt->gslot[L->out] >= 0) slot_free[rt->gslot[L->out]] = true;
@@ -471,16 +472,7 @@ int gbtd_net_backward(gbtd_net *net)
         const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
         const double t0 = rt->prof ? prof_now_() : 0.0;
         if (rt->ninj) add_value_grads_(net, rt, L->out);
-        if (rt->gslot[L->out] < 0) {
-            /* an output nothing reads: no gradient flows, but an input gradient this layer would
-             * have started must start at zero for its other readers */
-            if (rt->gslot[L->in] >= 0 && rt->zero_in[i])
-                memset(rt->slot[rt->gslot[L->in]], 0, (size_t)(n * numel_(vi)) * sizeof(float));
-            if (L->in2 >= 0 && rt->gslot[L->in2] >= 0 && rt->zero_in2[i])
-                memset(rt->slot[rt->gslot[L->in2]], 0,
-                       (size_t)(n * numel_(&net->values[L->in2])) * sizeof(float));
-            continue;
-        }
+        if (rt->gslot[L->out] < 0) continue; /* planned without a gradient (plan_grads_) */
         const float *dy = rt->slot[rt->gslot[L->out]];
         float *dx = rt->gslot[L->in] >= 0 ? rt->slot[rt->gslot[L->in]] : NULL;
         float *dx2 = L->in2 >= 0 && rt->gslot[L->in2] >= 0 ? rt->slot[rt->gslot[L->in2]] : NULL;

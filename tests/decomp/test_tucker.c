@@ -414,6 +414,18 @@ static void test_alloc_failures(void)
     gbtd_tensor_free(&x);
 }
 
+/* out (rows x cols, row-major) = Q diag(d) P^T for Q (rows x k) and P (cols x k), row-major. */
+static void q_diag_pt_(const gbtd_tensor *q, const double *d, const gbtd_tensor *p, double *out)
+{
+    const int64_t rows = q->shape[0], k = q->shape[1], cols = p->shape[0];
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t c = 0; c < cols; c++) {
+            double v = 0.0;
+            for (int64_t j = 0; j < k; j++) v += q->data[i * k + j] * d[j] * p->data[c * k + j];
+            out[i * cols + c] = v;
+        }
+}
+
 /* The eigensolver's paths (lib/decomp/tucker.c: tridiagonalisation, dsterf + inverse iteration
  * for the wanted vectors, MRRR when the tridiagonal matrix splits), through the mode-0 factor of
  * a partial HOSVD of X with X_(0) = Q diag(s) P^T (Q, P orthonormal): the factor must span the
@@ -442,12 +454,7 @@ static void test_eigen_paths(void)
             gbtd_tc_orthonormalize(&q);
         }
         /* x (12 x 30 as the mode-0 unfolding) = Q diag(sv) P^T */
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t c = 0; c < cols; c++) {
-                double v = 0.0;
-                for (int64_t k = 0; k < n; k++) v += q.data[i * n + k] * sv[k] * p.data[c * n + k];
-                x.data[i * cols + c] = v;
-            }
+        q_diag_pt_(&q, sv, &p, x.data);
         const int m0[1] = {0};
         const int64_t r0[1] = {3};
         gbtd_tucker t = {0};
@@ -496,12 +503,7 @@ static void test_sym_eig_top(void)
             gbtd_tensor_fill_normal(&q, rng, 0.0, 1.0);
             gbtd_tc_orthonormalize(&q);
         }
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < n; j++) {
-                double s = 0.0;
-                for (int64_t k = 0; k < n; k++) s += q.data[i * n + k] * lam[k] * q.data[j * n + k];
-                a.data[i * n + j] = s;
-            }
+        q_diag_pt_(&q, lam, &q, a.data);
         gbtd_tensor work;
         gbtd_tensor_clone(&work, &a);
         for (int64_t i = 0; i < n; i++) /* only the upper triangle may be read */
