@@ -21,6 +21,7 @@ typedef struct cru_cli_opts {
     const char *data, *dir, *norm;
     int64_t limit;             /* test images evaluated (0: all) */
     int64_t bn_images;         /* training images for batch-norm re-estimation (0: none) */
+    int64_t refit_images;      /* training images for the response refit (0: none) */
     int iters;                 /* ALS sweeps of the BTD for R > 1 (0: the library's 200) */
     bool json, quiet;
     int threads;
@@ -36,7 +37,9 @@ typedef struct cru_run {
     bool imnet;                /* ImageNet normalisation (the CIFAR safetensors models) */
     double acc_src, acc_cru;   /* test top-1 in [0, 1], -1 when not measured */
     double acc_raw;            /* CRU-Net top-1 before batch-norm re-estimation (-1: none) */
-    double t_factor, t_eval, t_bn;
+    double acc_built;          /* CRU-Net top-1 as built, before the response refit (-1: none) */
+    gbtd_cru_refit_info refit; /* members 0: no refit */
+    double t_factor, t_eval, t_bn, t_refit;
 } cru_run;
 
 void cru_cli_opts_default(cru_cli_opts *o);

@@ -81,6 +81,9 @@ int cru_cli_parse(const char *cmd, int argc, char **argv, int *i, cru_cli_opts *
     } else if (!strcmp(a, "--bn-images") && has) {
         if (!cli_parse_int(cmd, "--bn-images", argv[++*i], 0, 1LL << 40, &v)) return -1;
         o->bn_images = v;
+    } else if (!strcmp(a, "--refit") && has) {
+        if (!cli_parse_int(cmd, "--refit", argv[++*i], 0, 1LL << 40, &v)) return -1;
+        o->refit_images = v;
     } else if (!strcmp(a, "--iters") && has) {
         if (!cli_parse_int(cmd, "--iters", argv[++*i], 1, 100000, &v)) return -1;
         o->iters = (int)v;
@@ -141,6 +144,15 @@ static int factor_progress_(int iter, double err, double secs, void *ctx)
     return 0;
 }
 
+static int refit_progress_(const char *layer, int i, int n, double before, double after,
+                           void *ctx)
+{
+    (void)ctx;
+    if (cli_stderr_is_tty())
+        fprintf(stderr, "\r  %d/%d %s: response error %.4f -> %.4f   ", i, n, layer, before, after);
+    return 0;
+}
+
 int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, cru_run *r)
 {
     r->src = *src;
@@ -182,7 +194,7 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
     r->t_factor = cli_now() - t0;
     int rc = gbtd_cru_build(&r->src, r->st, r->nstages, &r->cru);
     if (rc) return cli_fail(cmd, rc, "cannot build the CRU-Net");
-    r->acc_raw = -1;
+    r->acc_raw = r->acc_built = -1;
     if (r->have_data) {
         t0 = cli_now();
         if (!o->quiet) fprintf(stderr, "evaluating source and CRU-Net on %lld test images ...\n",
@@ -191,6 +203,29 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
         if (!rc) rc = cru_cli_eval(&r->cru, r, o->limit, &r->acc_cru);
         if (rc) return cli_fail(cmd, rc, "evaluation failed");
         r->t_eval = cli_now() - t0;
+    }
+    if (o->refit_images > 0 && r->tr.n > 0) {
+        t0 = cli_now();
+        if (!o->quiet)
+            fprintf(stderr, "refitting each member's own 1x1 to the source's responses on %lld "
+                    "training images ...\n",
+                    (long long)(o->refit_images < r->tr.n ? o->refit_images : r->tr.n));
+        gbtd_cru_refit_opts ro = gbtd_cru_refit_opts_default();
+        ro.images = o->refit_images;
+        cru_cli_norm(r, &ro.mean, &ro.std);
+        ro.seed = o->seed;
+        if (!o->quiet) ro.on_member = refit_progress_;
+        rc = gbtd_cru_refit(&r->cru, &r->src, &r->tr, &ro, &r->refit);
+        if (!o->quiet && cli_stderr_is_tty()) fprintf(stderr, "\r%72s\r", "");
+        if (rc) return cli_fail(cmd, rc, "response refit failed");
+        r->t_refit = cli_now() - t0;
+        if (r->have_data) {
+            r->acc_built = r->acc_cru;
+            t0 = cli_now();
+            rc = cru_cli_eval(&r->cru, r, o->limit, &r->acc_cru);
+            if (rc) return cli_fail(cmd, rc, "evaluation failed");
+            r->t_eval += cli_now() - t0;
+        }
     }
     if (o->bn_images > 0 && r->tr.n > 0) {
         t0 = cli_now();
@@ -224,8 +259,11 @@ int cru_cli_compress(const char *cmd, const char *file, const cru_cli_opts *o, c
     memset(r, 0, sizeof *r);
     if (o->bn_images > 0 && !o->data)
         return cli_usage_error(cmd, "--bn-images needs --data (the training images)");
+    if (o->refit_images > 0 && !o->data)
+        return cli_usage_error(cmd, "--refit needs --data (the training images)");
     if (o->data) {
-        int st = nn_cli_load_data(cmd, o->data, o->dir, o->bn_images > 0 ? &r->tr : NULL, &r->te);
+        const bool train = o->bn_images > 0 || o->refit_images > 0;
+        int st = nn_cli_load_data(cmd, o->data, o->dir, train ? &r->tr : NULL, &r->te);
         if (st) return st;
         r->have_data = true;
     }
@@ -277,6 +315,11 @@ void cru_cli_print(const cru_cli_opts *o, const cru_run *r, const char *file, co
                "%.4f, \"bn_images\": %lld, \"seconds_factor\": %.3f",
                r->acc_src >= 0 ? 100 * r->acc_src : -1.0, r->acc_cru >= 0 ? 100 * r->acc_cru : -1.0,
                r->acc_raw >= 0 ? 100 * r->acc_raw : -1.0, (long long)o->bn_images, r->t_factor);
+        printf(", \"refit_images\": %lld, \"top1_cru_as_built\": %.4f, \"refit_error_before\": "
+               "%.6g, \"refit_error_after\": %.6g, \"seconds_refit\": %.3f",
+               (long long)r->refit.images, r->acc_built >= 0 ? 100 * r->acc_built : -1.0,
+               r->refit.members ? r->refit.error_before : -1.0,
+               r->refit.members ? r->refit.error_after : -1.0, r->t_refit);
         if (json_extra) printf(", %s", json_extra);
         printf("}\n");
         return;
@@ -301,6 +344,13 @@ void cru_cli_print(const cru_cli_opts *o, const cru_run *r, const char *file, co
     if (r->acc_src >= 0)
         printf("test top-1          source %.2f %%, CRU-Net before fine-tuning %.2f %%\n",
                100 * r->acc_src, 100 * r->acc_cru);
+    if (r->refit.members)
+        printf("response refit      %d own 1x1s on %lld images: response error %.4f -> %.4f "
+               "(mean over members)\n", r->refit.members, (long long)r->refit.images,
+               r->refit.error_before, r->refit.error_after);
+    if (r->acc_built >= 0)
+        printf("                    (%.2f %% as built, before the response refit)\n",
+               100 * r->acc_built);
     if (r->acc_raw >= 0)
         printf("                    (%.2f %% before re-estimating batch norm on %lld images)\n",
                100 * r->acc_raw, (long long)o->bn_images);

@@ -91,6 +91,46 @@ int gbtd_cru_bn_reestimate(gbtd_net *net, const gbtd_dataset *d, int64_t images,
  * number of layers set in *count (may be NULL). Errors: GBTD_EINVAL. */
 int gbtd_cru_act_passthrough(gbtd_net *net, double shift, int *count);
 
+/* ---- response refit --------------------------------------------------------------------- */
+
+typedef struct gbtd_cru_refit_opts {
+    int64_t images;          /* training images used (1024; at most the data set's) */
+    int batch;               /* 128 */
+    double ridge;            /* 1e-3: lambda = ridge tr(G) / K, pulling towards the current weights */
+    const float *mean, *std; /* normalisation (NULL: the data set's constants, else its statistics) */
+    uint64_t seed;           /* which images (a seeded random order) */
+    /* after each member (1-based i of n), its relative response error before and after;
+     * non-zero stops (GBTD_ECANCELLED) */
+    int (*on_member)(const char *layer, int i, int n, double before, double after, void *ctx);
+    void *ctx;
+} gbtd_cru_refit_opts;
+
+gbtd_cru_refit_opts gbtd_cru_refit_opts_default(void);
+
+typedef struct gbtd_cru_refit_info {
+    int members;                     /* own 1x1s refitted */
+    int64_t images;
+    double error_before, error_after; /* mean over members of |W Z - Y|^2 / |Y|^2 */
+    double seconds;
+} gbtd_cru_refit_info;
+
+/* Response refit: the kernel fit of a stage minimises the error of the kernels, not of what the
+ * network computes from real inputs. For every member of the CRU-Net cru (in network order),
+ * this re-solves its own output 1x1 "<member>.cru_d" (weights W, C_out x K) by ridge least
+ * squares on real images:
+ *     W = argmin sum |W Z - Y|^2 + lambda |W - W_old|^2,
+ * Z the input of cru_d in the CRU-Net (its shared layers' response, over all pixels of the
+ * images) and Y the response of the convolution it replaces in the source network src
+ * ("<member>" or, for a bottleneck unit, "<member>.conv3", before its batch norm) on the same
+ * images, both networks in evaluation mode. Y is the source's own response to its own input,
+ * so each member also corrects the drift the members before it leave (they are refitted
+ * first). The batch norm after the member is the source's, so run this before re-estimating
+ * batch-norm statistics. Only cru_d changes. Errors: GBTD_EINVAL (bad options, data of another
+ * shape, a cru_d without its source convolution), GBTD_ENOTFOUND (no CRU member), GBTD_ENONFINITE,
+ * GBTD_ENUMERIC, GBTD_ECANCELLED, GBTD_ENOMEM, network errors. */
+int gbtd_cru_refit(gbtd_net *cru, gbtd_net *src, const gbtd_dataset *d,
+                   const gbtd_cru_refit_opts *opts, gbtd_cru_refit_info *info);
+
 /* ---- fine-tuning ------------------------------------------------------------------------ */
 
 #define GBTD_CRU_STAGE_BIT(s) (1u << (unsigned)(s))

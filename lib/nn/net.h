@@ -163,6 +163,11 @@ int64_t gbtd_net_file_bytes(const gbtd_net *net);
  * *logits (may be NULL) points at n x classes scores owned by the net (valid until the next
  * forward). Errors: GBTD_EINVAL, GBTD_ENOMEM. */
 int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const float **logits);
+/* Evaluation forward (running statistics) of layers 0..last only, for a caller that reads
+ * values those layers produce (gbtd_net_value); the values of later layers are stale and a
+ * backward is refused until the next training forward. Errors: those of gbtd_net_forward,
+ * GBTD_EINVAL (last out of range). */
+int gbtd_net_forward_until(gbtd_net *net, const float *x, int n, int last);
 /* Mean softmax cross-entropy of the last forward's logits against labels (n values in
  * [0, classes)), with label smoothing eps_ls (0 for none). Also stores d loss / d logits for
  * gbtd_net_backward. correct (may be NULL) receives the number of top-1 hits. */

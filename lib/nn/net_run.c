@@ -280,7 +280,8 @@ void gbtd_net_want_input_grad(gbtd_net *net, bool want)
     }
 }
 
-int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const float **logits)
+/* Layers 0..last of a forward pass (the whole pass: last = nlayers - 1). */
+static int forward_(gbtd_net *net, const float *x, int n, bool training, int last)
 {
     if (!net || !net->finalized || !x || n < 1)
         return gbtd_error(GBTD_EINVAL, "net_forward: %s", !net || !net->finalized
@@ -298,7 +299,7 @@ int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const 
     rt->ninj = 0;
     double *prof = training ? rt->prof : NULL;
     if (prof) rt->prof_steps++;
-    for (int i = 0; i < net->nlayers; i++) {
+    for (int i = 0; i <= last; i++) {
         const gbtd_layer *L = &net->layers[i];
         const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
         const double t0 = prof ? prof_now_() : 0.0;
@@ -355,8 +356,22 @@ int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const 
         if (prof) prof[2 * i] += prof_now_() - t0;
         if (rc) return rc;
     }
-    if (logits) *logits = rt->act[net->nvalues - 1];
     return GBTD_OK;
+}
+
+int gbtd_net_forward(gbtd_net *net, const float *x, int n, bool training, const float **logits)
+{
+    GBTD_CHECK(forward_(net, x, n, training, net ? net->nlayers - 1 : 0));
+    if (logits) *logits = net->rt->act[net->nvalues - 1];
+    return GBTD_OK;
+}
+
+int gbtd_net_forward_until(gbtd_net *net, const float *x, int n, int last)
+{
+    if (net && (last < 0 || last >= net->nlayers))
+        return gbtd_error(GBTD_EINVAL, "net_forward_until: layer %d out of range [0, %d)", last,
+                          net->nlayers);
+    return forward_(net, x, n, false, net ? last : 0);
 }
 
 int gbtd_net_loss(gbtd_net *net, const int32_t *labels, float label_smoothing, double *loss,

@@ -529,6 +529,30 @@ static void dangling_(void)
     gbtd_net_free(&without);
 }
 
+/* A forward up to a layer computes exactly what the full forward computes there. */
+static void forward_until_(void)
+{
+    gbtd_net n;
+    CHECK_OK(gbtd_net_from_spec("resnet-20:input=3x8x8,classes=4", &n), "until: resnet-20");
+    float x[2 * 3 * 64];
+    for (int i = 0; i < 2 * 3 * 64; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    const int mid = n.nlayers / 2, v = n.layers[mid].out;
+    const int64_t len = 2LL * n.values[v].c * n.values[v].h * n.values[v].w;
+    float *full = malloc((size_t)len * sizeof *full);
+    CHECK_OK(gbtd_net_forward(&n, x, 2, false, NULL), "until: full forward");
+    memcpy(full, gbtd_net_value(&n, v), (size_t)len * sizeof *full);
+    /* overwrite the value, then the partial forward must write it again */
+    memset((float *)gbtd_net_value(&n, v), 0, (size_t)len * sizeof *full);
+    CHECK_OK(gbtd_net_forward_until(&n, x, 2, mid), "until: forward to the middle layer");
+    CHECK(!memcmp(full, gbtd_net_value(&n, v), (size_t)len * sizeof *full),
+          "until: the middle value equals the full forward's");
+    CHECK_STATUS(gbtd_net_forward_until(&n, x, 2, n.nlayers), GBTD_EINVAL, "until: layer past the end");
+    CHECK_STATUS(gbtd_net_forward_until(&n, x, 2, -1), GBTD_EINVAL, "until: negative layer");
+    CHECK_STATUS(gbtd_net_backward(&n), GBTD_EINVAL, "until: no backward after it");
+    free(full);
+    gbtd_net_free(&n);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -540,6 +564,7 @@ int main(int argc, char **argv)
     optim_();
     value_grad_();
     dangling_();
+    forward_until_();
     if (!getenv("GBTD_SKIP_TRAINING")) short_training_();
     return check_finish();
 }

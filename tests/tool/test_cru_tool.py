@@ -136,6 +136,23 @@ if os.path.exists(models):
           and 0 <= d.get("top1_cru", -1) <= 100, "--bn-images reports top-1 before and after re-estimation")
     refused(run("compress", models, "--stages", "3", "--budget", "0.5", "--bn-images", "100", "-o", bad_out),
             "--bn-images without --data", bad_out)
+    # the response refit: each member's own 1x1 re-solved on 256 training images
+    rf = os.path.join(work, "refit.h5")
+    r = run("compress", models, "--stages", "3", "--terms", "2", "--ranks", "8,12", "--data", "cifar10",
+            "--data-dir", cifar, "--refit", "256", "--limit", "500", "--json", "--quiet", "-o", rf)
+    try:
+        d = json.loads(r.stdout)
+    except ValueError:
+        d = {}
+    print("refit:", {k: d.get(k) for k in ("top1_cru_as_built", "top1_cru", "refit_error_before",
+                                            "refit_error_after", "seconds_refit")})
+    check(r.returncode == 0 and d.get("refit_images") == 256
+          and 0 < d.get("refit_error_after", -1) < d.get("refit_error_before", -1),
+          "compress --refit lowers the members' response error")
+    check(d.get("top1_cru", -1) > d.get("top1_cru_as_built", 101) + 5,
+          "compress --refit: top-1 on 500 test images rises by more than 5 points")
+    refused(run("compress", models, "--stages", "3", "--budget", "0.5", "--refit", "100", "-o", bad_out),
+            "--refit without --data", bad_out)
     refused(run("finetune", out, "--data", "fashion-mnist", "-o", os.path.join(work, "no.h5")),
             "finetune: data image size not matching the network", os.path.join(work, "no.h5"))
     bad = os.path.join(work, "bad.h5")
