@@ -7,12 +7,14 @@
 
 DIR is ../shared/data (models/ and cifar-10-batches-bin/). Cases:
   r20        ResNet-20: stages 2 and 3 collectively (R = 8 terms) to 30 % of their conv
-             parameters, i.e. <= 40 % of the network's conv parameters; batch-norm re-estimation
-             on 10,000 training images; fine-tuning N epochs (default 4) with distillation from
-             the source (T = 4, alpha = 0.5), augmentation, lr 0.02 cosine.
+             parameters, i.e. <= 40 % of the network's conv parameters; response refit of each
+             member's own 1x1 on 1,024 training images (docs/cru.md 5a); fine-tuning N epochs
+             (default 10) with distillation from the source (T = 4, alpha = 0.5), augmentation,
+             lr 0.01 cosine.
   r20-indep  the same budget with independent per-convolution Tucker-2 (--groups-of 1, R = 1).
-  r56        ResNet-56: stages 2 and 3 (R = 8) to 50 % of their conv parameters, <= 10 epochs
-             (default 4), same recipe.
+  r56        ResNet-56: stages 2 and 3 (R = 8) to 45.1 % of their conv parameters, i.e. <= 50 %
+             of the network's conv parameters (and of all its parameters); refit on 2,048
+             images; <= 10 epochs (default 10), lr 0.005, otherwise the same recipe.
   r56-indep  its independent Tucker-2 baseline at the same budget.
   speed      time per fine-tuning step of the ResNet-20 CRU-Net: `gbtd finetune` against
              bench/cru_torch.py (PyTorch, same network, batch and threads), same run.
@@ -44,13 +46,13 @@ def run(cmd, log):
     return r.stdout, time.time() - t0
 
 
-def pipeline(a, name, depth, stages, terms, budget, groups_of, epochs):
+def pipeline(a, name, depth, stages, terms, budget, groups_of, epochs, lr, refit):
     model = os.path.join(a.data, "models", "resnet%d-cifar10.safetensors" % depth)
     cifar = os.path.join(a.data, "cifar-10-batches-bin")
     comp = os.path.join(a.work, name + ".h5")
     ft = os.path.join(a.work, name + "-ft.h5")
     cmd = [a.gbtd, "compress", model, "--stages", stages, "--terms", str(terms), "--budget",
-           str(budget), "--data", "cifar10", "--data-dir", cifar, "--bn-images", "10000",
+           str(budget), "--data", "cifar10", "--data-dir", cifar, "--norm", "imagenet", "--refit", str(refit),
            "--threads", str(a.threads), "--json", "-o", comp]
     if groups_of:
         cmd += ["--groups-of", str(groups_of)]
@@ -59,22 +61,23 @@ def pipeline(a, name, depth, stages, terms, budget, groups_of, epochs):
     before = sum(s["params_before"] for s in c["stages"])
     after = sum(s["params_after"] for s in c["stages"])
     total = conv_params(depth)
-    res = {"case": name, "source_top1": c["top1_source"], "built_top1": c["top1_cru_no_bn_reestimation"],
+    res = {"case": name, "source_top1": c["top1_source"], "built_top1": c["top1_cru_as_built"],
            "before_ft_top1": c["top1_cru"], "stages": stages, "terms": terms, "budget": budget,
            "groups_of": groups_of, "stage_params": [before, after],
            "conv_params": [total, total - before + after],
            "conv_fraction": (total - before + after) / total, "stage_fraction": after / before,
            "kernel_error": [s["kernel_error"] for s in c["stages"]], "spec": c["spec"],
-           "seconds_compress": t_comp, "epochs": epochs}
+           "seconds_compress": t_comp, "epochs": epochs, "lr": lr, "refit_images": refit,
+           "refit_error": [c["refit_error_before"], c["refit_error_after"]]}
     out, t_ft = run([a.gbtd, "finetune", comp, "--data", "cifar10", "--data-dir", cifar, "--norm",
-                     "imagenet", "--epochs", str(epochs), "--lr", "0.02", "--augment", "--teacher",
+                     "imagenet", "--epochs", str(epochs), "--lr", str(lr), "--augment", "--teacher",
                      model, "--threads", str(a.threads), "--json", "-o", ft],
                     os.path.join(a.work, name + "-finetune.log"))
     f = json.loads(out)
     res.update({"after_ft_top1": f["top1_after"], "seconds_finetune": t_ft,
                 "seconds_per_epoch": f["seconds_per_epoch"]})
     print("%-10s conv params %d -> %d (%.1f %%; stages %.1f %%)  top-1: source %.2f, built %.2f, "
-          "BN re-estimated %.2f, after %d epochs %.2f  (%.0f s/epoch)"
+          "refitted %.2f, after %d epochs %.2f  (%.0f s/epoch)"
           % (name, total, total - before + after, 100 * res["conv_fraction"],
              100 * res["stage_fraction"], res["source_top1"], res["built_top1"],
              res["before_ft_top1"], epochs, res["after_ft_top1"], res["seconds_per_epoch"]))
@@ -119,8 +122,8 @@ def main():
     ap.add_argument("gbtd")
     ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"))
     ap.add_argument("--cases", default="speed,r20,r20-indep,r56,r56-indep")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--epochs56", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs56", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="bench-cru-work")
     ap.add_argument("--python", default=sys.executable)
@@ -132,13 +135,13 @@ def main():
         if case == "speed":
             speed(a)
         elif case == "r20":
-            pipeline(a, case, 20, "2,3", 8, 0.30, 0, a.epochs)
+            pipeline(a, case, 20, "2,3", 8, 0.30, 0, a.epochs, 0.01, 1024)
         elif case == "r20-indep":
-            pipeline(a, case, 20, "2,3", 1, 0.30, 1, a.epochs)
+            pipeline(a, case, 20, "2,3", 1, 0.30, 1, a.epochs, 0.01, 1024)
         elif case == "r56":
-            pipeline(a, case, 56, "2,3", 8, 0.50, 0, a.epochs56)
+            pipeline(a, case, 56, "2,3", 8, 0.451, 0, a.epochs56, 0.005, 2048)
         elif case == "r56-indep":
-            pipeline(a, case, 56, "2,3", 1, 0.50, 1, a.epochs56)
+            pipeline(a, case, 56, "2,3", 1, 0.451, 1, a.epochs56, 0.005, 2048)
         else:
             sys.exit("bench/cru: unknown case '%s'" % case)
 
