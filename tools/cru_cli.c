@@ -144,6 +144,19 @@ static int factor_progress_(int iter, double err, double secs, void *ctx)
     return 0;
 }
 
+/* After a step that changed the CRU-Net: keep its previous top-1 in *before, measure it again
+ * (with data). Returns 0 or the exit status after printing. */
+static int reeval_(const char *cmd, const cru_cli_opts *o, cru_run *r, double *before)
+{
+    if (!r->have_data) return 0;
+    *before = r->acc_cru;
+    const double t0 = cli_now();
+    int rc = cru_cli_eval(&r->cru, r, o->limit, &r->acc_cru);
+    if (rc) return cli_fail(cmd, rc, "evaluation failed");
+    r->t_eval += cli_now() - t0;
+    return 0;
+}
+
 static int refit_progress_(const char *layer, int i, int n, double before, double after,
                            void *ctx)
 {
@@ -219,13 +232,8 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
         if (!o->quiet && cli_stderr_is_tty()) fprintf(stderr, "\r%72s\r", "");
         if (rc) return cli_fail(cmd, rc, "response refit failed");
         r->t_refit = cli_now() - t0;
-        if (r->have_data) {
-            r->acc_built = r->acc_cru;
-            t0 = cli_now();
-            rc = cru_cli_eval(&r->cru, r, o->limit, &r->acc_cru);
-            if (rc) return cli_fail(cmd, rc, "evaluation failed");
-            r->t_eval += cli_now() - t0;
-        }
+        const int st = reeval_(cmd, o, r, &r->acc_built);
+        if (st) return st;
     }
     if (o->bn_images > 0 && r->tr.n > 0) {
         t0 = cli_now();
@@ -243,13 +251,8 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
         }
         if (rc) return cli_fail(cmd, rc, "batch-norm re-estimation failed");
         r->t_bn = cli_now() - t0;
-        if (r->have_data) {
-            r->acc_raw = r->acc_cru;
-            t0 = cli_now();
-            rc = cru_cli_eval(&r->cru, r, o->limit, &r->acc_cru);
-            if (rc) return cli_fail(cmd, rc, "evaluation failed");
-            r->t_eval += cli_now() - t0;
-        }
+        const int st = reeval_(cmd, o, r, &r->acc_raw);
+        if (st) return st;
     }
     return 0;
 }

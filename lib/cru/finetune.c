@@ -5,6 +5,7 @@
 
 #include "core/status.h"
 #include "cru/build.h"
+#include "cru/internal.h"
 #include "nn/optim.h"
 #include "nn/train.h"
 
@@ -301,7 +302,7 @@ int gbtd_cru_finetune(gbtd_net *net, const gbtd_dataset *train, const gbtd_datas
 }
 
 /* Loader normalisation: the given constants, the data set's published ones, or its statistics. */
-static int norm_(const gbtd_dataset *d, const float *mean, const float *std, float *m, float *s)
+int gbtd_cru_norm_(const gbtd_dataset *d, const float *mean, const float *std, float *m, float *s)
 {
     memset(m, 0, 4 * sizeof *m);
     memset(s, 0, 4 * sizeof *s);
@@ -329,7 +330,7 @@ int gbtd_cru_bn_reestimate(gbtd_net *net, const gbtd_dataset *d, int64_t images,
     lo.shuffle = true;
     lo.drop_last = true;
     lo.seed = seed;
-    GBTD_CHECK(norm_(d, mean, std, lo.mean, lo.std));
+    GBTD_CHECK(gbtd_cru_norm_(d, mean, std, lo.mean, lo.std));
     gbtd_loader *ld = NULL;
     GBTD_CHECK(gbtd_loader_create(d, &lo, &ld));
     float *mom = malloc((size_t)net->nlayers * sizeof *mom + 1);

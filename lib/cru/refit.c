@@ -8,6 +8,7 @@
 #include "core/blas.h"
 #include "core/status.h"
 #include "cru/build.h"
+#include "cru/internal.h"
 #include "decomp/common.h"
 #include "nn/data.h"
 
@@ -92,12 +93,7 @@ static int collect_images_(const gbtd_dataset *d, const gbtd_cru_refit_opts *o, 
     lo.shuffle = true;
     lo.seed = o->seed;
     lo.prefetch = false;
-    if (o->mean && o->std) {
-        memcpy(lo.mean, o->mean, (size_t)d->c * sizeof *lo.mean);
-        memcpy(lo.std, o->std, (size_t)d->c * sizeof *lo.std);
-    } else if (!gbtd_dataset_norm(d->name, lo.mean, lo.std)) {
-        GBTD_CHECK(gbtd_dataset_stats(d, lo.mean, lo.std));
-    }
+    GBTD_CHECK(gbtd_cru_norm_(d, o->mean, o->std, lo.mean, lo.std));
     const int64_t img = (int64_t)d->c * d->h * d->w;
     float *x = gbtd_malloc((size_t)(count * img) * sizeof *x);
     if (!x) return gbtd_error(GBTD_ENOMEM, "cru refit: out of memory for %lld images",

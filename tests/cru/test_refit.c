@@ -120,6 +120,16 @@ static void fixture_free_(fixture_ *f)
     gbtd_rng_free(f->rng);
 }
 
+/* The refit on all 96 images without ridge (the plain least-squares solution). */
+static void refit_exact_(fixture_ *f, int batch, gbtd_cru_refit_info *info, const char *label)
+{
+    gbtd_cru_refit_opts ro = gbtd_cru_refit_opts_default();
+    ro.images = 96;
+    ro.batch = batch;
+    ro.ridge = 0;
+    CHECK_OK(gbtd_cru_refit(&f->cru, &f->src, &f->d, &ro, info), label);
+}
+
 /* Lossless factorization of stage 2, then every member's cru_d perturbed by 30 %: the CRU-Net
  * is far from the source; the refit (ridge 0, all 96 images) restores its logits. */
 static void test_planted(void)
@@ -135,12 +145,8 @@ static void test_planted(void)
         perturb_(&f.cru, nm, 0.3, f.rng);
     }
     const double e1 = rel_logit_error_(&f.src, &f.cru, x, 96);
-    gbtd_cru_refit_opts ro = gbtd_cru_refit_opts_default();
-    ro.images = 96;
-    ro.batch = 32;
-    ro.ridge = 0;
     gbtd_cru_refit_info info;
-    CHECK_OK(gbtd_cru_refit(&f.cru, &f.src, &f.d, &ro, &info), "planted: refit");
+    refit_exact_(&f, 32, &info, "planted: refit");
     const double e2 = rel_logit_error_(&f.src, &f.cru, x, 96);
     printf("planted: logits rel. error lossless %.2e, perturbed %.2e, refitted %.2e; response "
            "error %.3e -> %.3e over %d members\n", e0, e1, e2, info.error_before,
@@ -189,12 +195,8 @@ static void test_optimal(void)
     snprintf(nm, sizeof nm, "%s.cru_d", mb->name);
     const int layer = layer_named_(&f.cru, nm), target = f.src.layers[mb->conv[0]].out;
     CHECK(layer >= 0, "optimal: the last member's cru_d");
-    gbtd_cru_refit_opts ro = gbtd_cru_refit_opts_default();
-    ro.images = 96;
-    ro.batch = 96;
-    ro.ridge = 0;
     gbtd_cru_refit_info info;
-    CHECK_OK(gbtd_cru_refit(&f.cru, &f.src, &f.d, &ro, &info), "optimal: refit");
+    refit_exact_(&f, 96, &info, "optimal: refit");
     const double f0 = objective_(&f.cru, &f.src, x, 96, layer, target);
     const gbtd_net_entry *e = gbtd_net_find(&f.cru, "layer3.2.conv2.cru_d.weight");
     CHECK(e != NULL && layer >= 0 && !strcmp(mb->name, "layer3.2.conv2"),
