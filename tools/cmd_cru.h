@@ -22,6 +22,7 @@ typedef struct cru_cli_opts {
     int64_t limit;             /* test images evaluated (0: all) */
     int64_t bn_images;         /* training images for batch-norm re-estimation (0: none) */
     int64_t refit_images;      /* training images for the response refit (0: none) */
+    bool intercept;            /* the refit also fits a constant per channel (into the BN) */
     int iters;                 /* ALS sweeps of the BTD for R > 1 (0: the library's 200) */
     bool json, quiet;
     int threads;

@@ -84,6 +84,8 @@ int cru_cli_parse(const char *cmd, int argc, char **argv, int *i, cru_cli_opts *
     } else if (!strcmp(a, "--refit") && has) {
         if (!cli_parse_int(cmd, "--refit", argv[++*i], 0, 1LL << 40, &v)) return -1;
         o->refit_images = v;
+    } else if (!strcmp(a, "--intercept")) {
+        o->intercept = true;
     } else if (!strcmp(a, "--iters") && has) {
         if (!cli_parse_int(cmd, "--iters", argv[++*i], 1, 100000, &v)) return -1;
         o->iters = (int)v;
@@ -227,6 +229,11 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
         ro.images = o->refit_images;
         cru_cli_norm(r, &ro.mean, &ro.std);
         ro.seed = o->seed;
+        ro.intercept = o->intercept;
+        if (o->act) { /* the new BN-ReLUs pass their input on first; the source's BNs stay */
+            rc = gbtd_cru_act_init(&r->cru, &r->tr, ro.images, 128, ro.mean, ro.std, o->seed);
+            if (rc) return cli_fail(cmd, rc, "cannot set up the new BN-ReLU layers");
+        }
         if (!o->quiet) ro.on_member = refit_progress_;
         rc = gbtd_cru_refit(&r->cru, &r->src, &r->tr, &ro, &r->refit);
         if (!o->quiet && cli_stderr_is_tty()) fprintf(stderr, "\r%72s\r", "");

@@ -91,12 +91,24 @@ int gbtd_cru_bn_reestimate(gbtd_net *net, const gbtd_dataset *d, int64_t images,
  * number of layers set in *count (may be NULL). Errors: GBTD_EINVAL. */
 int gbtd_cru_act_passthrough(gbtd_net *net, double shift, int *count);
 
+/* The same, for a CRU-Net about to be refitted (gbtd_cru_refit), without touching the other batch
+ * norms (they belong to the source, whose responses the refit reproduces): estimates the
+ * statistics of the new BN-ReLU layers on `images` images of d (batch, mean, std, seed as in
+ * gbtd_cru_bn_reestimate), sets them to pass their input on (shift 3), twice (each new layer's
+ * input changes when those before it are set), and restores every other running statistic.
+ * Errors: GBTD_EINVAL, GBTD_ENOMEM, network errors. */
+int gbtd_cru_act_init(gbtd_net *net, const gbtd_dataset *d, int64_t images, int batch,
+                      const float *mean, const float *std, uint64_t seed);
+
 /* ---- response refit --------------------------------------------------------------------- */
 
 typedef struct gbtd_cru_refit_opts {
     int64_t images;          /* training images used (1024; at most the data set's) */
     int batch;               /* 128 */
     double ridge;            /* 1e-3: lambda = ridge tr(G) / K, pulling towards the current weights */
+    bool intercept;          /* false: also fit a constant per output channel, folded into the
+                              * running mean of the batch norm after cru_d (members without one
+                              * are fitted without) */
     const float *mean, *std; /* normalisation (NULL: the data set's constants, else its statistics) */
     uint64_t seed;           /* which images (a seeded random order) */
     /* after each member (1-based i of n), its relative response error before and after;

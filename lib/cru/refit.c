@@ -84,6 +84,20 @@ static int find_members_(const gbtd_net *cru, const gbtd_net *src, member_ **out
     return GBTD_OK;
 }
 
+/* The batch norm reading conv layer i's output and nothing else reading it, or -1. */
+static int bn_after_(const gbtd_net *net, int i)
+{
+    const int v = net->layers[i].out;
+    int bn = -1, readers = 0;
+    for (int j = 0; j < net->nlayers; j++) {
+        const gbtd_layer *L = &net->layers[j];
+        if (L->in != v && L->in2 != v) continue;
+        readers++;
+        if (L->kind == GBTD_LAYER_BN && L->in == v) bn = j;
+    }
+    return readers == 1 ? bn : -1;
+}
+
 /* The refit images: `count` images of d in a seeded random order, normalised, no augmentation. */
 static int collect_images_(const gbtd_dataset *d, const gbtd_cru_refit_opts *o, int64_t count,
                            float **out)
@@ -121,15 +135,33 @@ static int collect_images_(const gbtd_dataset *d, const gbtd_cru_refit_opts *o, 
     return GBTD_OK;
 }
 
-/* Over all refit images: G = sum Z Z^T (K x K), C = sum Y Z^T (C_out x K), yy = sum |Y|^2, with
+/* out[c * stride] += the sum of channel c of the n images X (n x ch x P), float within an
+ * image, double across images. */
+static void channel_sums_(const float *X, int n, int64_t ch, int64_t P, double *out, int64_t stride)
+{
+    for (int64_t c = 0; c < ch; c++) {
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            const float *r = X + ((int64_t)i * ch + c) * P;
+            float part = 0;
+            for (int64_t p = 0; p < P; p++) part += r[p];
+            s += part;
+        }
+        out[c * stride] += s;
+    }
+}
+
+/* Over all refit images: G = sum Z Z^T (Ka x Ka), C = sum Y Z^T (C_out x Ka), yy = sum |Y|^2, with
  * Z the input of the member's cru_d in the CRU-Net and Y the source's response, both networks
- * run in evaluation mode on the same images. */
+ * run in evaluation mode on the same images. With an intercept (Ka = K + 1) Z carries a last
+ * row of ones: G's last row and column are the channel sums of Z and the pixel count, C's last
+ * column the channel sums of Y. */
 static int accumulate_(gbtd_net *cru, gbtd_net *src, const member_ *m, const float *x,
-                       int64_t count, int batch, double *G, double *C, double *yy)
+                       int64_t count, int batch, bool intercept, double *G, double *C, double *yy)
 {
     const gbtd_layer *L = &cru->layers[m->layer];
     const gbtd_value *zv = &cru->values[L->in];
-    const int64_t K = zv->c, O = L->c_out, P = (int64_t)zv->h * zv->w;
+    const int64_t K = zv->c, O = L->c_out, P = (int64_t)zv->h * zv->w, Ka = K + (intercept ? 1 : 0);
     const int64_t img = (int64_t)cru->in_c * cru->in_h * cru->in_w;
     blasint bk = 0, bo = 0, bp = 0;
     GBTD_CHECK(gbtd_blas_int(K, &bk));
@@ -138,8 +170,8 @@ static int accumulate_(gbtd_net *cru, gbtd_net *src, const member_ *m, const flo
     float *gf = gbtd_malloc((size_t)(K * K + O * K) * sizeof *gf);
     if (!gf) return gbtd_error(GBTD_ENOMEM, "cru refit: out of memory");
     float *cf = gf + K * K;
-    memset(G, 0, (size_t)(K * K) * sizeof *G);
-    memset(C, 0, (size_t)(O * K) * sizeof *C);
+    memset(G, 0, (size_t)(Ka * Ka) * sizeof *G);
+    memset(C, 0, (size_t)(O * Ka) * sizeof *C);
     *yy = 0;
     int rc = GBTD_OK;
     for (int64_t b0 = 0; b0 < count && !rc; b0 += batch) {
@@ -158,8 +190,17 @@ static int accumulate_(gbtd_net *cru, gbtd_net *src, const member_ *m, const flo
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bo, bk, bp, 1.0f, yi, bp, zi, bp,
                         beta, cf, bk);
         }
-        for (int64_t j = 0; j < K * K; j++) G[j] += gf[j];
-        for (int64_t j = 0; j < O * K; j++) C[j] += cf[j];
+        for (int64_t a = 0; a < K; a++)
+            for (int64_t c = 0; c < K; c++) G[a * Ka + c] += gf[a * K + c];
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t a = 0; a < K; a++) C[o * Ka + a] += cf[o * K + a];
+        if (intercept) {
+            /* G's last column and row: channel sums of Z; C's last column: those of Y */
+            channel_sums_(Z, n, K, P, G + K, Ka);
+            channel_sums_(Z, n, K, P, G + K * Ka, 1);
+            G[K * Ka + K] += (double)n * P;
+            channel_sums_(Y, n, O, P, C + K, Ka);
+        }
         double s = 0;
         for (int64_t j = 0; j < (int64_t)n * O * P; j++) s += (double)Y[j] * Y[j];
         *yy += s;
@@ -167,8 +208,8 @@ static int accumulate_(gbtd_net *cru, gbtd_net *src, const member_ *m, const flo
     gbtd_free(gf);
     if (rc) return rc;
     bool finite = isfinite(*yy);
-    for (int64_t j = 0; j < K * K && finite; j++) finite = isfinite(G[j]);
-    for (int64_t j = 0; j < O * K && finite; j++) finite = isfinite(C[j]);
+    for (int64_t j = 0; j < Ka * Ka && finite; j++) finite = isfinite(G[j]);
+    for (int64_t j = 0; j < O * Ka && finite; j++) finite = isfinite(C[j]);
     if (!finite)
         return gbtd_error(GBTD_ENONFINITE, "cru refit: %s: non-finite activations (NaN or Inf in the "
                           "networks' weights or the data)", L->name);
@@ -192,19 +233,20 @@ static double rel_error_(const float *W, const double *G, const double *C, doubl
 }
 
 /* W <- argmin |W Z - Y|^2 + lambda |W - W0|^2 = (C + lambda W0) (G + lambda I)^-1, lambda =
- * ridge tr(G) / K. */
-static int solve_(float *W, const double *G, const double *C, int64_t O, int64_t K, double ridge,
-                  const char *name)
+ * ridge tr(G) / K, over the first `nreg` of the K columns (the intercept column, if any, is
+ * not pulled: its start is 0). */
+static int solve_(float *W, const double *G, const double *C, int64_t O, int64_t K, int64_t nreg,
+                  double ridge, const char *name)
 {
     double *A = gbtd_malloc((size_t)(K * K + K * O) * sizeof *A);
     if (!A) return gbtd_error(GBTD_ENOMEM, "cru refit: out of memory");
     double *B = A + K * K, tr = 0;
-    for (int64_t a = 0; a < K; a++) tr += G[a * K + a];
-    const double lambda = ridge * tr / (double)K;
+    for (int64_t a = 0; a < nreg; a++) tr += G[a * K + a];
+    const double lambda = ridge * tr / (double)nreg;
     memcpy(A, G, (size_t)(K * K) * sizeof *A);
-    for (int64_t a = 0; a < K; a++) A[a * K + a] += lambda;
+    for (int64_t a = 0; a < nreg; a++) A[a * K + a] += lambda;
     for (int64_t a = 0; a < K; a++)
-        for (int64_t o = 0; o < O; o++) B[a * O + o] = C[o * K + a] + lambda * (double)W[o * K + a];
+        for (int64_t o = 0; o < O; o++) B[a * O + o] = C[o * K + a] + (a < nreg ? lambda * (double)W[o * K + a] : 0.0);
     lapack_int lk = 0, lo = 0;
     int rc = gbtd_lapack_int(K, &lk);
     if (!rc) rc = gbtd_lapack_int(O, &lo);
@@ -251,21 +293,33 @@ int gbtd_cru_refit(gbtd_net *cru, gbtd_net *src, const gbtd_dataset *d,
         if (L->c_in > kmax) kmax = L->c_in;
         if (L->c_out > omax) omax = L->c_out;
     }
-    double *G = rc ? NULL : gbtd_malloc((size_t)(kmax * kmax + omax * kmax) * sizeof *G);
-    if (!rc && !G) rc = gbtd_error(GBTD_ENOMEM, "cru refit: out of memory");
+    const int64_t ka = kmax + 1;
+    double *G = rc ? NULL : gbtd_malloc((size_t)(ka * ka + omax * ka) * sizeof *G);
+    float *Wa = rc ? NULL : gbtd_malloc((size_t)(omax * ka) * sizeof *Wa);
+    if (!rc && (!G || !Wa)) rc = gbtd_error(GBTD_ENOMEM, "cru refit: out of memory");
     double before = 0, after = 0;
     /* in network order: member i's inputs already see the refitted members before it */
     for (int i = 0; i < nm && !rc; i++) {
         const gbtd_layer *L = &cru->layers[m[i].layer];
-        const int64_t K = L->c_in, O = L->c_out;
-        double *C = G + K * K, yy = 0;
+        const int bn = o.intercept ? bn_after_(cru, m[i].layer) : -1;
+        const int64_t K = L->c_in, O = L->c_out, Ka = K + (bn >= 0 ? 1 : 0);
+        double *C = G + Ka * Ka, yy = 0;
         float *W = cru->params + L->w;
-        rc = accumulate_(cru, src, &m[i], x, count, o.batch, G, C, &yy);
+        rc = accumulate_(cru, src, &m[i], x, count, o.batch, bn >= 0, G, C, &yy);
         if (rc) break;
-        const double e0 = rel_error_(W, G, C, yy, O, K);
-        rc = solve_(W, G, C, O, K, o.ridge, L->name);
+        for (int64_t r = 0; r < O; r++) {
+            memcpy(Wa + r * Ka, W + r * K, (size_t)K * sizeof *Wa);
+            if (Ka > K) Wa[r * Ka + K] = 0.0f;
+        }
+        const double e0 = rel_error_(Wa, G, C, yy, O, Ka);
+        rc = solve_(Wa, G, C, O, Ka, K, o.ridge, L->name);
         if (rc) break;
-        const double e1 = rel_error_(W, G, C, yy, O, K);
+        const double e1 = rel_error_(Wa, G, C, yy, O, Ka);
+        for (int64_t r = 0; r < O; r++) memcpy(W + r * K, Wa + r * Ka, (size_t)K * sizeof *W);
+        if (bn >= 0) { /* y = W z + b: the batch norm after it subtracts mean - b from W z */
+            float *mean = cru->state + cru->layers[bn].mean;
+            for (int64_t r = 0; r < O; r++) mean[r] -= Wa[r * Ka + K];
+        }
         before += e0;
         after += e1;
         if (o.on_member) rc = o.on_member(L->name, i + 1, nm, e0, e1, o.ctx);
@@ -278,6 +332,7 @@ int gbtd_cru_refit(gbtd_net *cru, gbtd_net *src, const gbtd_dataset *d,
         info->images = count;
         info->seconds = gbtd_wall_time() - t0;
     }
+    gbtd_free(Wa);
     gbtd_free(G);
     gbtd_free(x);
     gbtd_free(m);
