@@ -302,6 +302,50 @@ static void plane_dx(const float *xs, const float *ys, const float *ds, float *o
     plane_dx_generic(xs, ys, ds, o, len, mu, a, bx, k, set);
 }
 
+/* Batch statistics of channel c of x (two passes: the mean, then squared deviations from it,
+ * no cancellation), the running averages updated, the mean and 1 / sd stored for the backward,
+ * and the affine map y = scale x + shift that normalises the channel. */
+static void train_channel_(const gbtd_bn_shape *s, int64_t c, const float *x, const float *gamma,
+                           const float *beta, float eps, float momentum, float *running_mean,
+                           float *running_var, float *mean, float *rstd, float *scale,
+                           float *shift)
+{
+    const int64_t N = s->n, C = s->c, HW = s->hw, m = N * HW;
+    /* A single pass merging per-plane statistics saves one read of x (from the cache: a
+     * channel's planes stay there between the passes), but moves the rounding of the
+     * statistics; the whole-net PyTorch checks, whose float64 reference does not guard the ReLU
+     * kinks, flip at such changes, so the statistics stay as the portable loops had them. */
+    double sum = 0.0;
+    for (int64_t n = 0; n < N; n++) sum += (double)plane_sum(x + (n * C + c) * HW, HW, 0.0f);
+    const double mu = sum / (double)m;
+    double sq = 0.0;
+    for (int64_t n = 0; n < N; n++) sq += plane_sq_dev(x + (n * C + c) * HW, HW, (float)mu);
+    /* The float mean's rounding error shifts sq by m (mu - (float)mu)^2: negligible. */
+    const double var = sq / (double)m;
+    const double r = 1.0 / sqrt(var + (double)eps);
+    const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
+    *scale = (float)(g * r);
+    *shift = (float)(b - g * r * mu);
+    mean[c] = (float)mu;
+    rstd[c] = (float)r;
+    if (running_mean)
+        running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + (double)momentum * mu);
+    if (running_var)
+        running_var[c] = (float)((1.0 - momentum) * running_var[c] +
+                                 (double)momentum * var * (double)m / (double)(m - 1));
+}
+
+/* The affine map of channel c from the running statistics (evaluation). */
+static void eval_channel_(int64_t c, const float *gamma, const float *beta, float eps,
+                          const float *running_mean, const float *running_var, float *scale,
+                          float *shift)
+{
+    const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
+    const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
+    *scale = (float)(g * r);
+    *shift = (float)(b - g * r * running_mean[c]);
+}
+
 static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
                          const float *gamma, const float *beta, float eps, float momentum,
                          float *running_mean, float *running_var, float *mean, float *rstd,
@@ -320,29 +364,11 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
     {
 #pragma omp for schedule(dynamic, 2) nowait
     for (int64_t c = 0; c < C; c++) {
-        /* Two passes: the mean, then squared deviations from it (no cancellation). A single
-         * pass merging per-plane statistics saves one read of x, but moves the rounding of the
-         * statistics; the whole-net PyTorch checks, whose float64 reference does not guard the
-         * ReLU kinks, flip at such changes, so the statistics stay as the portable loops had them. */
-        double sum = 0.0;
-        for (int64_t n = 0; n < N; n++) sum += (double)plane_sum(x + (n * C + c) * HW, HW, 0.0f);
-        const double mu = sum / (double)m;
-        double sq = 0.0;
-        for (int64_t n = 0; n < N; n++) sq += plane_sq_dev(x + (n * C + c) * HW, HW, (float)mu);
-        /* The float mean's rounding error shifts sq by m (mu - (float)mu)^2: negligible. */
-        const double var = sq / (double)m;
-        const double r = 1.0 / sqrt(var + (double)eps);
-        const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
-        const float scale = (float)(g * r), shift = (float)(b - g * r * mu);
+        float scale, shift;
+        train_channel_(s, c, x, gamma, beta, eps, momentum, running_mean, running_var, mean, rstd,
+                       &scale, &shift);
         for (int64_t n = 0; n < N; n++)
             apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu, stream);
-        mean[c] = (float)mu;
-        rstd[c] = (float)r;
-        if (running_mean)
-            running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + (double)momentum * mu);
-        if (running_var)
-            running_var[c] = (float)((1.0 - momentum) * running_var[c] +
-                                     (double)momentum * var * (double)m / (double)(m - 1));
     }
     stream_fence(stream);
     }
@@ -364,15 +390,146 @@ static int forward_eval(const char *fn, const gbtd_bn_shape *s, const float *x,
     {
 #pragma omp for schedule(dynamic, 2) nowait
     for (int64_t c = 0; c < C; c++) {
-        const double r = 1.0 / sqrt((double)running_var[c] + (double)eps);
-        const double g = gamma ? (double)gamma[c] : 1.0, b = beta ? (double)beta[c] : 0.0;
-        const float scale = (float)(g * r), shift = (float)(b - g * r * running_mean[c]);
+        float scale, shift;
+        eval_channel_(c, gamma, beta, eps, running_mean, running_var, &scale, &shift);
         for (int64_t n = 0; n < N; n++)
             apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu, stream);
     }
     stream_fence(stream);
     }
     return GBTD_OK;
+}
+
+/* ---- batch norm fused into the residual add ------------------------------------------------ */
+
+/* Eight lanes of one side of the add: x scale + shift (a separate multiply and add, as apply
+ * computes it) for a normalised side, x itself otherwise. */
+static inline float side_(float x, int bn, float sc, float sh) { return bn ? x * sc + sh : x; }
+
+static void plane_bn_add_generic(const float *a, int bna, float sa, float ha, const float *b,
+                                 int bnb, float sb, float hb, float *y, int64_t len, int relu)
+{
+    for (int64_t i = 0; i < len; i++) {
+        const float v = side_(a[i], bna, sa, ha) + side_(b[i], bnb, sb, hb);
+        y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+
+#ifdef BN_X86
+__attribute__((target("avx2,fma"))) static inline __m256 side_lanes_(const float *x, int bn,
+                                                                     __m256 sc, __m256 sh)
+{
+    const __m256 v = _mm256_loadu_ps(x);
+    return bn ? _mm256_add_ps(_mm256_mul_ps(v, sc), sh) : v;
+}
+
+__attribute__((target("avx2,fma"))) static void plane_bn_add_avx2(const float *a, int bna,
+                                                                   float sa, float ha,
+                                                                   const float *b, int bnb,
+                                                                   float sb, float hb, float *y,
+                                                                   int64_t len, int relu,
+                                                                   int stream)
+{
+    const __m256 vsa = _mm256_set1_ps(sa), vha = _mm256_set1_ps(ha), z = _mm256_setzero_ps();
+    const __m256 vsb = _mm256_set1_ps(sb), vhb = _mm256_set1_ps(hb);
+    int64_t i = 0;
+    if (stream) {
+        while (i < len && ((uintptr_t)(y + i) & 31u)) i++;
+        plane_bn_add_generic(a, bna, sa, ha, b, bnb, sb, hb, y, i, relu);
+        for (; i + 8 <= len; i += 8) {
+            __m256 v = _mm256_add_ps(side_lanes_(a + i, bna, vsa, vha), side_lanes_(b + i, bnb, vsb, vhb));
+            if (relu) v = _mm256_max_ps(v, z);
+            _mm256_stream_ps(y + i, v);
+        }
+    }
+    for (; i + 8 <= len; i += 8) {
+        __m256 v = _mm256_add_ps(side_lanes_(a + i, bna, vsa, vha), side_lanes_(b + i, bnb, vsb, vhb));
+        if (relu) v = _mm256_max_ps(v, z);
+        _mm256_storeu_ps(y + i, v);
+    }
+    if (i < len)
+        plane_bn_add_generic(a + i, bna, sa, ha, b + i, bnb, sb, hb, y + i, len - i, relu);
+}
+#endif
+
+static void plane_bn_add(const float *a, int bna, float sa, float ha, const float *b, int bnb,
+                         float sb, float hb, float *y, int64_t len, int relu, int stream)
+{
+#ifdef BN_X86
+    if (nn_have_avx2()) {
+        plane_bn_add_avx2(a, bna, sa, ha, b, bnb, sb, hb, y, len, relu, stream);
+        return;
+    }
+#endif
+    (void)stream;
+    plane_bn_add_generic(a, bna, sa, ha, b, bnb, sb, hb, y, len, relu);
+}
+
+/* The affine map of channel c of one side (training: from the batch, which also updates the
+ * side's statistics), kept in side->scale / shift for a later materialisation. */
+static void side_channel_(const gbtd_bn_shape *s, int64_t c, const nn_bn_side *d, int training,
+                          float *sc, float *sh)
+{
+    if (training)
+        train_channel_(s, c, d->x, d->gamma, d->beta, d->eps, d->momentum, d->running_mean,
+                       d->running_var, d->mean, d->rstd, sc, sh);
+    else
+        eval_channel_(c, d->gamma, d->beta, d->eps, d->running_mean, d->running_var, sc, sh);
+    d->scale[c] = *sc;
+    d->shift[c] = *sh;
+}
+
+int nn_bn_add_forward(const gbtd_bn_shape *s, const nn_bn_side *a, const nn_bn_side *b,
+                      int training, int relu, float *y)
+{
+    static const char *fn = "bn_add_forward";
+    GBTD_CHECK(nn_bn_shape(fn, s));
+    NN_NONNULL(fn, a);
+    NN_NONNULL(fn, b);
+    NN_NONNULL(fn, y);
+    const int64_t N = s->n, C = s->c, HW = s->hw;
+    const nn_bn_side *side[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        const nn_bn_side *d = side[k];
+        NN_NONNULL(fn, d->x);
+        if (!d->bn) continue;
+        if (!d->scale || !d->shift || (training && (!d->mean || !d->rstd)) ||
+            (!training && (!d->running_mean || !d->running_var)))
+            return gbtd_error(GBTD_EINVAL, "%s: a normalised side lacks its statistics buffers", fn);
+        if (training && N * HW < 2)
+            return gbtd_error(GBTD_EINVAL, "%s: batch statistics need n*h*w >= 2", fn);
+        if (!(d->eps > 0.0f))
+            return gbtd_error(GBTD_EINVAL, "%s: eps = %g must be > 0", fn, (double)d->eps);
+    }
+    const int stream = stream_out(N * C * HW);
+#pragma omp parallel
+    {
+#pragma omp for schedule(dynamic, 2) nowait
+    for (int64_t c = 0; c < C; c++) {
+        /* the statistics pass leaves the channel's planes in the cache for the add */
+        float sa = 1.0f, ha = 0.0f, sb = 1.0f, hb = 0.0f;
+        if (a->bn) side_channel_(s, c, a, training, &sa, &ha);
+        if (b->bn) side_channel_(s, c, b, training, &sb, &hb);
+        for (int64_t n = 0; n < N; n++) {
+            const int64_t off = (n * C + c) * HW;
+            plane_bn_add(a->x + off, a->bn, sa, ha, b->x + off, b->bn, sb, hb, y + off, HW, relu,
+                         stream);
+        }
+    }
+    stream_fence(stream);
+    }
+    return GBTD_OK;
+}
+
+void nn_bn_apply(const gbtd_bn_shape *s, const float *x, const float *scale, const float *shift,
+                 float *y)
+{
+    const int64_t N = s->n, C = s->c, HW = s->hw;
+#pragma omp parallel for schedule(static) if (N * C * HW > 65536)
+    for (int64_t t = 0; t < N * C; t++) {
+        const int64_t c = t % C;
+        apply(x + t * HW, y + t * HW, HW, scale[c], shift[c], 0, 0);
+    }
 }
 
 static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, const float *gamma,

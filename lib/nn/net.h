@@ -193,8 +193,14 @@ int gbtd_net_set_dlogits(gbtd_net *net, const float *dlogits);
  * when the input gradient was not requested with gbtd_net_want_input_grad. */
 const float *gbtd_net_input_grad(const gbtd_net *net);
 void gbtd_net_want_input_grad(gbtd_net *net, bool want);
-/* Activation value v of the last forward (n x c x h x w), NULL when not kept. */
+/* Activation value v of the last forward (n x c x h x w), NULL when not kept. A batch norm
+ * without ReLU whose output only a residual add reads runs inside that add (one pass over the
+ * data instead of three; the environment variable GBTD_NN_NO_FUSE=1, read when the net's
+ * buffers are allocated, turns this off); its output is computed here, on the first request
+ * after the forward, bit for bit what the separate layer would have written. */
 const float *gbtd_net_value(const gbtd_net *net, int v);
+/* Batch norms the last forward ran inside their residual add (see gbtd_net_value). */
+int gbtd_net_fused_bn(const gbtd_net *net);
 /* Bytes of activation and workspace memory currently held. */
 int64_t gbtd_net_runtime_bytes(const gbtd_net *net);
 

@@ -27,7 +27,13 @@ struct gbtd_net_runtime {
     float *arena;        /* activations of all values except the input */
     float **act;         /* per value (act[0] = the caller's input) */
     float *bn_cache;     /* mean and rstd per BN layer */
-    int64_t *bn_off;     /* per layer offset into bn_cache (-1) */
+    int64_t *bn_off;     /* per layer offset into bn_cache and bn_map (-1) */
+    /* A batch norm without ReLU whose output only a residual add reads runs inside the add
+     * (nn_bn_add_forward): its output is computed on demand (gbtd_net_value). */
+    int *fuse_add;       /* per layer: the add a BN layer is deferred to (-1: not deferred) */
+    bool *deferred;      /* per value: a deferred BN output, not computed in the last forward */
+    float *bn_map;       /* scale and shift per deferred BN layer, as used */
+    int nfused;          /* BN layers deferred in the last forward */
     int32_t *argmax;     /* max-pool caches */
     int64_t *am_off;     /* per layer offset into argmax (-1) */
     float *ws;
@@ -127,6 +133,9 @@ void gbtd_net_runtime_free_(gbtd_net *net)
     gbtd_free(rt->act);
     gbtd_free(rt->bn_cache);
     gbtd_free(rt->bn_off);
+    gbtd_free(rt->fuse_add);
+    gbtd_free(rt->deferred);
+    gbtd_free(rt->bn_map);
     gbtd_free(rt->argmax);
     gbtd_free(rt->am_off);
     gbtd_free(rt->ws);
@@ -211,6 +220,27 @@ static int plan_grads_(gbtd_net *net, gbtd_net_runtime *rt, int64_t n)
     return rc;
 }
 
+/* fuse_add: each batch norm without ReLU whose output is read by one layer only, a residual add,
+ * runs inside that add (unless GBTD_NN_NO_FUSE is set to other than "0"). */
+static void plan_fusion_(const gbtd_net *net, gbtd_net_runtime *rt)
+{
+    const char *off = getenv("GBTD_NN_NO_FUSE");
+    const bool none = off && strcmp(off, "0");
+    for (int i = 0; i < net->nlayers; i++) {
+        const gbtd_layer *L = &net->layers[i];
+        rt->fuse_add[i] = -1;
+        if (none || L->kind != GBTD_LAYER_BN || L->relu) continue;
+        int reader = -1, readers = 0;
+        for (int j = i + 1; j < net->nlayers; j++) {
+            const gbtd_layer *R = &net->layers[j];
+            const int uses = (R->in == L->out) + (R->in2 == L->out);
+            if (uses) reader = j;
+            readers += uses;
+        }
+        if (readers == 1 && net->layers[reader].kind == GBTD_LAYER_ADD) rt->fuse_add[i] = reader;
+    }
+}
+
 static int runtime_alloc_(gbtd_net *net, int n)
 {
     bool want_dx = net->rt ? net->rt->want_dx : false;
@@ -227,7 +257,10 @@ static int runtime_alloc_(gbtd_net *net, int n)
     rt->act = gbtd_calloc((size_t)nv, sizeof(float *));
     rt->bn_off = gbtd_malloc((size_t)nl * sizeof(int64_t));
     rt->am_off = gbtd_malloc((size_t)nl * sizeof(int64_t));
-    if (!rt->act || !rt->bn_off || !rt->am_off) goto oom;
+    rt->fuse_add = gbtd_malloc((size_t)nl * sizeof(int));
+    rt->deferred = gbtd_calloc((size_t)nv, sizeof(bool));
+    if (!rt->act || !rt->bn_off || !rt->am_off || !rt->fuse_add || !rt->deferred) goto oom;
+    plan_fusion_(net, rt);
     size_t ws = 0;
     for (int i = 0; i < nl; i++) {
         const gbtd_layer *L = &net->layers[i];
@@ -246,12 +279,13 @@ static int runtime_alloc_(gbtd_net *net, int n)
     }
     rt->arena = gbtd_malloc((size_t)total * sizeof(float) + 64);
     rt->bn_cache = gbtd_malloc((size_t)bn * sizeof(float) + 64);
+    rt->bn_map = gbtd_malloc((size_t)bn * sizeof(float) + 64);
     rt->argmax = gbtd_malloc((size_t)am * sizeof(int32_t) + 64);
     rt->ws = gbtd_malloc(ws * sizeof(float) + 64);
     rt->ws_len = ws;
     rt->probs = gbtd_malloc((size_t)n * (size_t)net->classes * sizeof(float));
     rt->labels = gbtd_malloc((size_t)n * sizeof(int32_t));
-    if (!rt->arena || !rt->bn_cache || !rt->argmax || !rt->ws || !rt->probs || !rt->labels)
+    if (!rt->arena || !rt->bn_cache || !rt->bn_map || !rt->argmax || !rt->ws || !rt->probs || !rt->labels)
         goto oom;
     rt->bytes = total * 4 + bn * 4 + am * 4 + (int64_t)ws * 4;
     int64_t off = 0;
@@ -280,6 +314,30 @@ void gbtd_net_want_input_grad(gbtd_net *net, bool want)
     }
 }
 
+/* Operand v of a residual add: its deferred batch norm (input, parameters, statistics) or the
+ * value itself. */
+static void side_(const gbtd_net *net, int v, nn_bn_side *d)
+{
+    const gbtd_net_runtime *rt = net->rt;
+    memset(d, 0, sizeof *d);
+    d->x = rt->act[v];
+    if (!rt->deferred[v]) return;
+    const int p = net->values[v].producer;
+    const gbtd_layer *B = &net->layers[p];
+    d->x = rt->act[B->in];
+    d->bn = 1;
+    d->gamma = net->params + B->w;
+    d->beta = net->params + B->b;
+    d->eps = B->eps;
+    d->momentum = B->momentum;
+    d->running_mean = net->state + B->mean;
+    d->running_var = net->state + B->var;
+    d->mean = rt->bn_cache + rt->bn_off[p];
+    d->rstd = d->mean + B->c_out;
+    d->scale = rt->bn_map + rt->bn_off[p];
+    d->shift = d->scale + B->c_out;
+}
+
 /* Layers 0..last of a forward pass (the whole pass: last = nlayers - 1). */
 static int forward_(gbtd_net *net, const float *x, int n, bool training, int last)
 {
@@ -299,6 +357,8 @@ static int forward_(gbtd_net *net, const float *x, int n, bool training, int las
     rt->ninj = 0;
     double *prof = training ? rt->prof : NULL;
     if (prof) rt->prof_steps++;
+    memset(rt->deferred, 0, (size_t)net->nvalues * sizeof *rt->deferred);
+    rt->nfused = 0;
     for (int i = 0; i <= last; i++) {
         const gbtd_layer *L = &net->layers[i];
         const gbtd_value *vi = &net->values[L->in], *vo = &net->values[L->out];
@@ -313,6 +373,11 @@ static int forward_(gbtd_net *net, const float *x, int n, bool training, int las
             break;
         }
         case GBTD_LAYER_BN: {
+            if (rt->fuse_add[i] >= 0 && rt->fuse_add[i] <= last) { /* runs in its add */
+                rt->deferred[L->out] = true;
+                rt->nfused++;
+                break;
+            }
             gbtd_bn_shape s = {n, vi->c, (int64_t)vi->h * vi->w};
             const float *g = net->params + L->w, *b = net->params + L->b;
             float *rm = net->state + L->mean, *rv = net->state + L->var;
@@ -346,8 +411,16 @@ static int forward_(gbtd_net *net, const float *x, int n, bool training, int las
                                      net->params + L->b, out);
             break;
         case GBTD_LAYER_ADD:
-            rc = L->relu ? gbtd_add_relu_forward(n * numel_(vo), in, rt->act[L->in2], out)
-                         : gbtd_add_forward(n * numel_(vo), in, rt->act[L->in2], out);
+            if (rt->deferred[L->in] || rt->deferred[L->in2]) {
+                gbtd_bn_shape s = {n, vo->c, (int64_t)vo->h * vo->w};
+                nn_bn_side a, b;
+                side_(net, L->in, &a);
+                side_(net, L->in2, &b);
+                rc = nn_bn_add_forward(&s, &a, &b, training, L->relu, out);
+            } else {
+                rc = L->relu ? gbtd_add_relu_forward(n * numel_(vo), in, rt->act[L->in2], out)
+                             : gbtd_add_forward(n * numel_(vo), in, rt->act[L->in2], out);
+            }
             break;
         case GBTD_LAYER_SHORTCUT_A:
             rc = gbtd_shortcut_a_forward(n, vi->c, vi->h, vi->w, (L->c_out - L->c_in) / 2, in, out);
@@ -559,7 +632,21 @@ const float *gbtd_net_input_grad(const gbtd_net *net)
 const float *gbtd_net_value(const gbtd_net *net, int v)
 {
     if (!net || !net->rt || !net->rt->act || v < 0 || v >= net->nvalues) return NULL;
-    return net->rt->act[v];
+    gbtd_net_runtime *rt = net->rt;
+    if (rt->deferred[v]) { /* a batch norm computed inside its add: its output now */
+        const int p = net->values[v].producer;
+        const gbtd_value *vi = &net->values[net->layers[p].in];
+        const gbtd_bn_shape s = {rt->cur_n, vi->c, (int64_t)vi->h * vi->w};
+        const float *map = rt->bn_map + rt->bn_off[p];
+        nn_bn_apply(&s, rt->act[net->layers[p].in], map, map + vi->c, rt->act[v]);
+        rt->deferred[v] = false;
+    }
+    return rt->act[v];
+}
+
+int gbtd_net_fused_bn(const gbtd_net *net)
+{
+    return net && net->rt ? net->rt->nfused : 0;
 }
 
 int64_t gbtd_net_runtime_bytes(const gbtd_net *net)

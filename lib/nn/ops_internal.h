@@ -44,6 +44,30 @@ int nn_conv2d_backward_set(const gbtd_conv2d_shape *s, const float *x, const flo
                            const float *dy, float *dx, float *dw, float *db, float *ws,
                            size_t ws_len, int set_dx);
 
+/* One operand of nn_bn_add_forward: x itself, or (bn) x through a batch norm without ReLU whose
+ * output nobody else reads. Training fills mean / rstd (for the backward) and updates the
+ * running statistics; evaluation reads them. scale / shift (per channel, out) receive the
+ * affine map used, from which nn_bn_apply materialises the batch norm's output when asked. */
+typedef struct nn_bn_side {
+    const float *x;
+    int bn;
+    const float *gamma, *beta;
+    float eps, momentum;
+    float *running_mean, *running_var;
+    float *mean, *rstd;
+    float *scale, *shift;
+} nn_bn_side;
+
+/* y = a' + b' (then ReLU when relu), a' and b' the two sides, normalised where asked: the batch
+ * norms before a residual add computed in the add's pass (each channel's statistics, then its
+ * sum while the planes are still cached), so that the normalised values are never written and
+ * read back. Bit for bit the values of the separate layers. */
+int nn_bn_add_forward(const gbtd_bn_shape *s, const nn_bn_side *a, const nn_bn_side *b,
+                      int training, int relu, float *y);
+/* y = scale[c] x + shift[c] per channel: a deferred batch norm's output. */
+void nn_bn_apply(const gbtd_bn_shape *s, const float *x, const float *scale, const float *shift,
+                 float *y);
+
 /* Outputs of batch norm and the residual add larger than this many bytes (default 32 MiB, more
  * than a last-level cache holds for the next reader) are written with non-temporal stores,
  * which skip reading each line before overwriting it. The tests lower it to reach those paths

@@ -553,6 +553,63 @@ static void forward_until_(void)
     gbtd_net_free(&n);
 }
 
+/* Batch norms run inside their residual add (the default) against the separate layers
+ * (GBTD_NN_NO_FUSE=1): the same logits, gradients and running statistics, bit for bit, in
+ * training and evaluation, and the deferred outputs computed on request equal the written ones. */
+static void bn_add_fusion_(void)
+{
+    static const char *spec = "custom:block=bottleneck,units=2/2,width=16/32,inner=8/16,"
+                              "input=3x8x8,classes=4";
+    gbtd_net a, b;
+    CHECK_OK(gbtd_net_from_spec(spec, &a), "fusion: bottleneck net");
+    CHECK_OK(gbtd_net_from_spec(spec, &b), "fusion: the same net");
+    gbtd_net_init_params(&a, 11);
+    gbtd_net_init_params(&b, 11);
+    enum { N = 6 };
+    float x[N * 3 * 64];
+    int32_t y[N];
+    for (int i = 0; i < N * 3 * 64; i++) x[i] = (float)((i * 53) % 97) / 40.0f - 1.2f;
+    for (int i = 0; i < N; i++) y[i] = i % 4;
+    gbtd_set_threads(2);
+    gbtd_net *nets[2] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        if (k) setenv("GBTD_NN_NO_FUSE", "1", 1); /* read when b's buffers are allocated */
+        CHECK_OK(gbtd_net_forward(nets[k], x, N, true, NULL), "fusion: training forward");
+        CHECK_OK(gbtd_net_loss(nets[k], y, 0.0f, NULL, NULL), "fusion: loss");
+        gbtd_net_zero_grad(nets[k]);
+        CHECK_OK(gbtd_net_backward(nets[k]), "fusion: backward");
+    }
+    unsetenv("GBTD_NN_NO_FUSE");
+    int bn_add = 0; /* batch norms without ReLU read by an add only: bn3 and the projections */
+    for (int i = 0; i < a.nlayers; i++)
+        if (a.layers[i].kind == GBTD_LAYER_BN && !a.layers[i].relu) bn_add++;
+    printf("fusion: %d of %d batch norms ran inside their add (%d without fusion)\n",
+           gbtd_net_fused_bn(&a), bn_add, gbtd_net_fused_bn(&b));
+    CHECK(gbtd_net_fused_bn(&a) == bn_add && bn_add >= 5 && gbtd_net_fused_bn(&b) == 0,
+          "fusion: every bn3 and projection BN ran in its add; none with GBTD_NN_NO_FUSE");
+    CHECK(!memcmp(a.grads, b.grads, (size_t)a.nparams * sizeof(float)),
+          "fusion: gradients equal bit for bit");
+    CHECK(!memcmp(a.state, b.state, (size_t)a.nstate * sizeof(float)),
+          "fusion: running statistics equal bit for bit");
+    int same = 0, deferred = 0;
+    for (int i = 0; i < a.nlayers; i++) {
+        if (a.layers[i].kind != GBTD_LAYER_BN || a.layers[i].relu) continue;
+        const gbtd_value *v = &a.values[a.layers[i].out];
+        const size_t len = (size_t)N * v->c * v->h * v->w * sizeof(float);
+        deferred++;
+        same += !memcmp(gbtd_net_value(&a, a.layers[i].out), gbtd_net_value(&b, b.layers[i].out), len);
+    }
+    CHECK(same == deferred, "fusion: deferred batch-norm outputs, computed on request, equal");
+    const float *la, *lb;
+    CHECK_OK(gbtd_net_forward(&a, x, N, false, &la), "fusion: evaluation forward");
+    CHECK_OK(gbtd_net_forward(&b, x, N, false, &lb), "fusion: evaluation forward");
+    CHECK(gbtd_net_fused_bn(&a) == bn_add, "fusion: also in evaluation");
+    CHECK(!memcmp(la, lb, (size_t)N * 4 * sizeof(float)), "fusion: evaluation logits equal");
+    gbtd_set_threads(1);
+    gbtd_net_free(&a);
+    gbtd_net_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -565,6 +622,7 @@ int main(int argc, char **argv)
     value_grad_();
     dangling_();
     forward_until_();
+    bn_add_fusion_();
     if (!getenv("GBTD_SKIP_TRAINING")) short_training_();
     return check_finish();
 }
