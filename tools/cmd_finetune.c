@@ -15,13 +15,15 @@ static void usage_(FILE *f)
             "                     [--epochs N] [--new-first N] [--steps N] [--batch N] [--lr X]\n"
             "                     [--teacher WEIGHTS [--kd-temp T] [--kd-alpha A]\n"
             "                                        [--feat-beta B [--feat-stages LIST]]]\n"
-            "                     [--new-lr-scale S] [--norm data|imagenet] [--augment] [--limit N]\n"
+            "                     [--new-lr-scale S] [--wd X] [--momentum X] [--norm data|imagenet]\n"
+            "                     [--augment] [--limit N]\n"
             "                     [--json] [--quiet]\n\n"
             "Fine-tunes all layers (after --new-first epochs of the CRU layers alone) with a cosine\n"
             "learning rate; with --teacher, the loss is (1 - A) cross-entropy + A T^2 KL between\n"
             "the softened logits of the teacher and the CRU-Net. The layers the CRU-Net added\n"
             "learn at S times the rate (default 0.1: a factored chain has ~10x the relative\n"
-            "gradient of the convolution it replaces). OUT is a gbtd checkpoint.\n\n"
+            "gradient of the convolution it replaces). SGD with momentum (default 0.9) and weight\n"
+            "decay (default 5e-4). OUT is a gbtd checkpoint.\n\n"
             "--feat-beta B (with --teacher; default 0: off) adds per-stage feature matching:\n"
             "  B sum_s |F_s - F_s^T|^2 / |F_s^T|^2, F_s the output of stage s (the residual add\n"
             "  ending layerS) in the CRU-Net, F_s^T in the teacher, squared norms over the batch.\n"
@@ -101,6 +103,10 @@ int cmd_finetune(int argc, char **argv)
             if (!cli_parse_double("finetune", a, argv[++i], &fo.lr)) return EXIT_USAGE;
         } else if (!strcmp(a, "--new-lr-scale") && has) {
             if (!cli_parse_double("finetune", a, argv[++i], &fo.new_lr_scale)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--wd") && has) {
+            if (!cli_parse_double("finetune", a, argv[++i], &fo.weight_decay)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--momentum") && has) {
+            if (!cli_parse_double("finetune", a, argv[++i], &fo.momentum)) return EXIT_USAGE;
         } else if (!strcmp(a, "--kd-temp") && has) {
             if (!cli_parse_double("finetune", a, argv[++i], &fo.kd_temp)) return EXIT_USAGE;
         } else if (!strcmp(a, "--kd-alpha") && has) {
@@ -129,6 +135,9 @@ int cmd_finetune(int argc, char **argv)
         fo.kd_alpha > 1)
         return cli_usage_error("finetune", "--lr, --new-lr-scale and --kd-temp must be > 0, "
                                "--kd-alpha in [0, 1]");
+    if (!(fo.weight_decay >= 0) || !isfinite(fo.weight_decay) || !(fo.momentum >= 0) ||
+        !(fo.momentum < 1))
+        return cli_usage_error("finetune", "--wd must be >= 0, --momentum in [0, 1)");
     if (!(fo.feat_beta >= 0) || !isfinite(fo.feat_beta))
         return cli_usage_error("finetune", "--feat-beta must be a finite number >= 0");
     if ((fo.feat_beta > 0 || nfst > 0) && !teacher)

@@ -155,6 +155,20 @@ if os.path.exists(models):
             "--refit without --data", bad_out)
     refused(run("finetune", out, "--data", "fashion-mnist", "-o", os.path.join(work, "no.h5")),
             "finetune: data image size not matching the network", os.path.join(work, "no.h5"))
+    refused(run("finetune", out, "--data", "cifar10", "--data-dir", cifar, "--wd", "-1", "-o",
+                os.path.join(work, "no.h5")), "finetune --wd -1", os.path.join(work, "no.h5"))
+    # with a constant per channel (folded into the batch norm): a larger model of the same
+    # responses, so its least-squares error is no larger
+    r = run("compress", models, "--stages", "3", "--terms", "2", "--ranks", "8,12", "--data", "cifar10",
+            "--data-dir", cifar, "--refit", "256", "--intercept", "--limit", "500", "--json",
+            "--quiet", "-o", rf)
+    try:
+        di = json.loads(r.stdout)
+    except ValueError:
+        di = {}
+    print("refit --intercept:", {k: di.get(k) for k in ("top1_cru", "refit_error_after")})
+    check(r.returncode == 0 and 0 < di.get("refit_error_after", -1) <= d.get("refit_error_after", 0) * 1.001,
+          "compress --refit --intercept: response error no larger than without")
     bad = os.path.join(work, "bad.h5")
     refused(run("compress", models, "--stages", "7", "--budget", "0.5", "-o", bad), "stage that does not exist", bad)
     refused(run("compress", models, "--stages", "3", "--budget", "0.0005", "--quiet", "-o", bad), "budget that cannot be met", bad)
