@@ -785,11 +785,15 @@ void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt
         float *P = ws + (size_t)thread_id() * per_thread, *dwp = dw ? P + g->go_dw : NULL;
         memset(P, 0, sizeof(float) * g->go_dwt);
         if (dwp) memset(dwp, 0, sizeof(float) * (size_t)wcount);
+        /* one group (a dense convolution): its transposed weights are made once per thread */
+        int ready = 0;
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < s->n; n++)
-            for (int64_t gi = 0; gi < G; gi++)
+            for (int64_t gi = 0; gi < G; gi++) {
                 grp_bwd_item(&c, n, gi, x, wt, dy, dx, dwp ? (c.tn ? dwp + gi * gw : dwp) : NULL,
-                             P, 0, set_dx);
+                             P, ready, set_dx);
+                ready = G == 1 && dx;
+            }
     }
     if (dw) {
         /* threads that got no images left their (zeroed) buffers untouched */
