@@ -231,7 +231,7 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
         ro.seed = o->seed;
         ro.intercept = o->intercept;
         if (o->act) { /* the new BN-ReLUs pass their input on first; the source's BNs stay */
-            rc = gbtd_cru_act_init(&r->cru, &r->tr, ro.images, 128, ro.mean, ro.std, o->seed);
+            rc = gbtd_cru_act_init(&r->cru, &r->tr, ro.images, 128, ro.mean, ro.std, o->seed, true);
             if (rc) return cli_fail(cmd, rc, "cannot set up the new BN-ReLU layers");
         }
         if (!o->quiet) ro.on_member = refit_progress_;
@@ -249,13 +249,13 @@ int cru_cli_compress_net(const char *cmd, gbtd_net *src, const cru_cli_opts *o, 
                     (long long)(o->bn_images < r->tr.n ? o->bn_images : r->tr.n));
         const float *m, *s;
         cru_cli_norm(r, &m, &s);
-        rc = gbtd_cru_bn_reestimate(&r->cru, &r->tr, o->bn_images, 128, m, s, o->seed);
         /* --act: the new BN-ReLU layers pass their input on (plus a constant that the member's
          * own batch norm removes), then every batch norm is re-estimated once more */
-        for (int k = 1; k <= 2 && o->act && !rc; k++) { /* twice: each layer's input moves */
-            rc = gbtd_cru_act_passthrough(&r->cru, 3.0, NULL);
-            if (!rc) rc = gbtd_cru_bn_reestimate(&r->cru, &r->tr, o->bn_images, 128, m, s, o->seed + k);
-        }
+        rc = o->act ? gbtd_cru_act_init(&r->cru, &r->tr, o->bn_images, 128, m, s, o->seed, false)
+                    : GBTD_OK;
+        if (!rc)
+            rc = gbtd_cru_bn_reestimate(&r->cru, &r->tr, o->bn_images, 128, m, s,
+                                        o->seed + (o->act ? 2 : 0));
         if (rc) return cli_fail(cmd, rc, "batch-norm re-estimation failed");
         r->t_bn = cli_now() - t0;
         const int st = reeval_(cmd, o, r, &r->acc_raw);

@@ -91,14 +91,15 @@ int gbtd_cru_bn_reestimate(gbtd_net *net, const gbtd_dataset *d, int64_t images,
  * number of layers set in *count (may be NULL). Errors: GBTD_EINVAL. */
 int gbtd_cru_act_passthrough(gbtd_net *net, double shift, int *count);
 
-/* The same, for a CRU-Net about to be refitted (gbtd_cru_refit), without touching the other batch
- * norms (they belong to the source, whose responses the refit reproduces): estimates the
- * statistics of the new BN-ReLU layers on `images` images of d (batch, mean, std, seed as in
- * gbtd_cru_bn_reestimate), sets them to pass their input on (shift 3), twice (each new layer's
- * input changes when those before it are set), and restores every other running statistic.
- * Errors: GBTD_EINVAL, GBTD_ENOMEM, network errors. */
+/* Sets up the new BN-ReLU layers of an act CRU-Net from data: re-estimates the statistics of
+ * every batch norm on `images` images of d (batch, mean, std, seed as in gbtd_cru_bn_reestimate,
+ * seed + 1 the second time) and sets the new layers to pass their input on (shift 3), twice
+ * (each new layer's input changes when those before it are set). keep_others: afterwards every
+ * other batch norm gets back the statistics it had (they belong to the source, whose responses
+ * gbtd_cru_refit reproduces); else they keep the re-estimated ones (then re-estimate once more:
+ * the last pass-through moved their inputs). Errors: GBTD_EINVAL, GBTD_ENOMEM, network errors. */
 int gbtd_cru_act_init(gbtd_net *net, const gbtd_dataset *d, int64_t images, int batch,
-                      const float *mean, const float *std, uint64_t seed);
+                      const float *mean, const float *std, uint64_t seed, bool keep_others);
 
 /* ---- response refit --------------------------------------------------------------------- */
 

@@ -359,20 +359,20 @@ int gbtd_cru_bn_reestimate(gbtd_net *net, const gbtd_dataset *d, int64_t images,
 }
 
 int gbtd_cru_act_init(gbtd_net *net, const gbtd_dataset *d, int64_t images, int batch,
-                      const float *mean, const float *std, uint64_t seed)
+                      const float *mean, const float *std, uint64_t seed, bool keep_others)
 {
     if (!net || !net->finalized || !d)
         return gbtd_error(GBTD_EINVAL, "cru act init: bad argument");
-    float *saved = gbtd_malloc((size_t)(net->nstate + 1) * sizeof *saved);
-    if (!saved) return gbtd_error(GBTD_ENOMEM, "cru act init: out of memory");
-    memcpy(saved, net->state, (size_t)net->nstate * sizeof *saved);
+    float *saved = keep_others ? gbtd_malloc((size_t)(net->nstate + 1) * sizeof *saved) : NULL;
+    if (keep_others && !saved) return gbtd_error(GBTD_ENOMEM, "cru act init: out of memory");
+    if (saved) memcpy(saved, net->state, (size_t)net->nstate * sizeof *saved);
     int rc = GBTD_OK;
     /* twice: a new layer's input changes when the new layers before it are set */
     for (int k = 0; k < 2 && !rc; k++) {
         rc = gbtd_cru_bn_reestimate(net, d, images, batch, mean, std, seed + (uint64_t)k);
         if (!rc) rc = gbtd_cru_act_passthrough(net, 3.0, NULL);
     }
-    for (int i = 0; i < net->nlayers; i++) { /* every other batch norm: its statistics as given */
+    for (int i = 0; saved && i < net->nlayers; i++) { /* the others: their statistics as given */
         const gbtd_layer *L = &net->layers[i];
         if (L->kind != GBTD_LAYER_BN || strstr(L->name, ".cru_bn_")) continue;
         memcpy(net->state + L->mean, saved + L->mean, (size_t)L->c_out * sizeof *saved);

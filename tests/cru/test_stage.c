@@ -559,6 +559,47 @@ static void test_bn_reestimate_act(void)
                  "re-estimation: NULL network");
     CHECK_STATUS(gbtd_cru_act_passthrough(&cru, -1.0, NULL), GBTD_EINVAL,
                  "pass-through: negative shift");
+
+    /* act init for the refit: the new layers set to pass through, every other batch norm's
+     * statistics exactly as before (marked values here); without keep_others they move */
+    for (int i = 0; i < cru.nlayers; i++) {
+        const gbtd_layer *L = &cru.layers[i];
+        if (L->kind != GBTD_LAYER_BN || strstr(L->name, ".cru_bn_")) continue;
+        for (int c = 0; c < L->c_out; c++) {
+            cru.state[L->mean + c] = 0.25f * (float)c;
+            cru.state[L->var + c] = 7.0f;
+        }
+    }
+    float *marked = malloc((size_t)cru.nstate * sizeof *marked);
+    memcpy(marked, cru.state, (size_t)cru.nstate * sizeof *marked);
+    CHECK_OK(gbtd_cru_act_init(&cru, &d, 0, N / 2, &mean, &sd, 3, true), "act init, keep others");
+    int kept = 1, through = 1, ncru = 0;
+    for (int i = 0; i < cru.nlayers; i++) {
+        const gbtd_layer *L = &cru.layers[i];
+        if (L->kind != GBTD_LAYER_BN) continue;
+        if (!strstr(L->name, ".cru_bn_")) {
+            kept &= !memcmp(cru.state + L->mean, marked + L->mean, (size_t)L->c_out * sizeof(float)) &&
+                    !memcmp(cru.state + L->var, marked + L->var, (size_t)L->c_out * sizeof(float));
+            continue;
+        }
+        ncru++;
+        for (int c = 0; c < L->c_out; c++) {
+            const double sdv = sqrt((double)cru.state[L->var + c] + L->eps);
+            through &= fabs(cru.params[L->w + c] - sdv) <= 1e-6 * sdv &&
+                       fabs(cru.params[L->b + c] - (cru.state[L->mean + c] + 3 * sdv)) <= 1e-5 * sdv;
+        }
+    }
+    CHECK(kept, "act init: the source's batch norms keep their statistics bit for bit");
+    CHECK(ncru == nbn && through, "act init: every new BN-ReLU passes its input on");
+    CHECK_OK(gbtd_cru_act_init(&cru, &d, 0, N / 2, &mean, &sd, 3, false), "act init, re-estimate all");
+    int moved = 0;
+    for (int i = 0; i < cru.nlayers; i++) {
+        const gbtd_layer *L = &cru.layers[i];
+        if (L->kind == GBTD_LAYER_BN && !strstr(L->name, ".cru_bn_"))
+            moved += cru.state[L->var] != 7.0f;
+    }
+    CHECK(moved == nbn_all - nbn, "act init without keep_others: every other batch norm re-estimated");
+    free(marked);
     gbtd_rng_free(rng);
     free(x);
     free(before);
