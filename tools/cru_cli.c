@@ -271,6 +271,8 @@ int cru_cli_compress(const char *cmd, const char *file, const cru_cli_opts *o, c
         return cli_usage_error(cmd, "--bn-images needs --data (the training images)");
     if (o->refit_images > 0 && !o->data)
         return cli_usage_error(cmd, "--refit needs --data (the training images)");
+    if (o->intercept && o->refit_images <= 0)
+        return cli_usage_error(cmd, "--intercept is an option of the refit: it needs --refit N");
     if (o->data) {
         const bool train = o->bn_images > 0 || o->refit_images > 0;
         int st = nn_cli_load_data(cmd, o->data, o->dir, train ? &r->tr : NULL, &r->te);

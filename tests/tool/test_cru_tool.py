@@ -153,6 +153,8 @@ if os.path.exists(models):
           "compress --refit: top-1 on 500 test images rises by more than 5 points")
     refused(run("compress", models, "--stages", "3", "--budget", "0.5", "--refit", "100", "-o", bad_out),
             "--refit without --data", bad_out)
+    refused(run("compress", models, "--stages", "3", "--budget", "0.5", "--intercept", "-o", bad_out),
+            "--intercept without --refit", bad_out)
     refused(run("finetune", out, "--data", "fashion-mnist", "-o", os.path.join(work, "no.h5")),
             "finetune: data image size not matching the network", os.path.join(work, "no.h5"))
     refused(run("finetune", out, "--data", "cifar10", "--data-dir", cifar, "--wd", "-1", "-o",
