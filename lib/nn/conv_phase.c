@@ -95,15 +95,6 @@ size_t nn_grp_per_thread(const gbtd_conv2d_shape *s)
     return geom_make(s, &g) ? g.g_per_thread : 0;
 }
 
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 /* ---- packing ---------------------------------------------------------------------------------
  * Only the positions that hold data are written; the zero padding of the phase planes and of the
  * extended dy plane comes from one memset of the thread's workspace per call. */
@@ -351,54 +342,100 @@ __attribute__((target("avx2,fma"))) static void unpack_dx_add_s1_avx2(const dw_g
 }
 
 /* Stride 2: de-interleave rows into the two column phases eight pairs at a time (pack), and
- * interleave them back while adding into dx (unpack). */
+ * interleave them back while adding into dx (unpack); the ragged end of a row through masked
+ * loads and stores: AVX2's vmaskmov, or AVX-512VL mask registers where the CPU has them (the
+ * AVX2 masked store is microcoded and slow on some CPUs). One body for both, as a macro. */
+__attribute__((target("avx2,fma"))) static inline __m256i count_mask(int64_t n)
+{
+    return tail_mask(n < 0 ? 0 : n > 8 ? 8 : n);
+}
+#define MLOAD_AVX2(p, n) _mm256_maskload_ps((p), count_mask(n))
+#define MSTORE_AVX2(p, n, v) _mm256_maskstore_ps((p), count_mask(n), (v))
+#define KMASK(n) ((__mmask8)((n) <= 0 ? 0 : (n) >= 8 ? 0xFF : (1u << (n)) - 1u))
+#define MLOAD_512(p, n) _mm256_maskz_loadu_ps(KMASK(n), (p))
+#define MSTORE_512(p, n, v) _mm256_mask_storeu_ps((p), KMASK(n), (v))
+
+#define PACK_S2_BODY(MLOAD, MSTORE)                                                               \
+    const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2; \
+    for (int64_t r = 0; r < g->h; r++) {                                                          \
+        const int64_t rp = r + g->pad;                                                            \
+        float *row = P + (rp % 2) * 2 * g->lp + (rp / 2) * g->ws;                                 \
+        float *ev = row + pe * g->lp + se, *od = row + po * g->lp + so;                           \
+        const float *xr = x + r * g->w;                                                           \
+        for (int64_t k = 0; 2 * k < g->w; k += 8) {                                               \
+            const int64_t left = g->w - 2 * k; /* columns 2k .. 2k + 15, left of them exist */    \
+            const int full = left >= 16;                                                          \
+            const __m256 v0 = full ? _mm256_loadu_ps(xr + 2 * k) : MLOAD(xr + 2 * k, left);       \
+            const __m256 v1 = full ? _mm256_loadu_ps(xr + 2 * k + 8)                              \
+                                   : MLOAD(xr + 2 * k + 8, left - 8);                             \
+            const __m256 e = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));                  \
+            const __m256 o = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));                  \
+            const __m256 es = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)); \
+            const __m256 os = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)); \
+            if (full) {                                                                           \
+                _mm256_storeu_ps(ev + k, es);                                                     \
+                _mm256_storeu_ps(od + k, os);                                                     \
+            } else {                                                                              \
+                MSTORE(ev + k, (left + 1) / 2, es);                                               \
+                MSTORE(od + k, left / 2, os);                                                     \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+/* set: added to zero, which gives what accumulating onto a zeroed dx gives */
+#define UNPACK_S2_BODY(MLOAD, MSTORE)                                                             \
+    const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2; \
+    const __m256 z = _mm256_setzero_ps();                                                         \
+    for (int64_t r = 0; r < g->h; r++) {                                                          \
+        const int64_t rp = r + g->pad;                                                            \
+        const float *row = DX + (rp % 2) * 2 * g->lu + (rp / 2) * g->ws;                          \
+        const float *ev = row + pe * g->lu + se, *od = row + po * g->lu + so;                     \
+        float *dst = dx + r * g->w;                                                               \
+        for (int64_t k = 0; 2 * k < g->w; k += 8) {                                               \
+            const int64_t left = g->w - 2 * k;                                                    \
+            const int full = left >= 16;                                                          \
+            const __m256 e = full ? _mm256_loadu_ps(ev + k) : MLOAD(ev + k, (left + 1) / 2);      \
+            const __m256 o = full ? _mm256_loadu_ps(od + k) : MLOAD(od + k, left / 2);            \
+            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);            \
+            const __m256 v0 = _mm256_permute2f128_ps(lo, hi, 0x20);                               \
+            const __m256 v1 = _mm256_permute2f128_ps(lo, hi, 0x31);                               \
+            if (full) {                                                                           \
+                _mm256_storeu_ps(dst + 2 * k,                                                     \
+                                 _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k), v0));      \
+                _mm256_storeu_ps(dst + 2 * k + 8,                                                 \
+                                 _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k + 8), v1));  \
+            } else {                                                                              \
+                MSTORE(dst + 2 * k, left,                                                         \
+                       _mm256_add_ps(set ? z : MLOAD(dst + 2 * k, left), v0));                    \
+                MSTORE(dst + 2 * k + 8, left - 8,                                                 \
+                       _mm256_add_ps(set ? z : MLOAD(dst + 2 * k + 8, left - 8), v1));            \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
 __attribute__((target("avx2,fma"))) static void pack_x_s2_avx2(const dw_geom *g, const float *x,
                                                                 float *P)
 {
-    const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2;
-    for (int64_t r = 0; r < g->h; r++) {
-        const int64_t rp = r + g->pad;
-        float *row = P + (rp % 2) * 2 * g->lp + (rp / 2) * g->ws;
-        float *ev = row + pe * g->lp + se, *od = row + po * g->lp + so;
-        const float *xr = x + r * g->w;
-        int64_t k = 0;
-        for (; 2 * k + 16 <= g->w; k += 8) {
-            const __m256 v0 = _mm256_loadu_ps(xr + 2 * k), v1 = _mm256_loadu_ps(xr + 2 * k + 8);
-            const __m256 e = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
-            const __m256 o = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
-            _mm256_storeu_ps(ev + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
-            _mm256_storeu_ps(od + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
-        }
-        for (int64_t c = 2 * k; c < g->w; c += 2) ev[c / 2] = xr[c];
-        for (int64_t c = 2 * k + 1; c < g->w; c += 2) od[c / 2] = xr[c];
-    }
+    PACK_S2_BODY(MLOAD_AVX2, MSTORE_AVX2)
+}
+
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) static void
+pack_x_s2_avx512(const dw_geom *g, const float *x, float *P)
+{
+    PACK_S2_BODY(MLOAD_512, MSTORE_512)
 }
 
 __attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_geom *g,
                                                                        const float *DX, float *dx,
                                                                        int set)
 {
-    const __m256 z = _mm256_setzero_ps();
-    const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2;
-    for (int64_t r = 0; r < g->h; r++) {
-        const int64_t rp = r + g->pad;
-        const float *row = DX + (rp % 2) * 2 * g->lu + (rp / 2) * g->ws;
-        const float *ev = row + pe * g->lu + se, *od = row + po * g->lu + so;
-        float *dst = dx + r * g->w;
-        int64_t k = 0;
-        for (; 2 * k + 16 <= g->w; k += 8) {
-            const __m256 e = _mm256_loadu_ps(ev + k), o = _mm256_loadu_ps(od + k);
-            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-            /* stored: added to zero, which gives what accumulating onto a zeroed dx gives */
-            const __m256 d0 = set ? z : _mm256_loadu_ps(dst + 2 * k);
-            const __m256 d1 = set ? z : _mm256_loadu_ps(dst + 2 * k + 8);
-            _mm256_storeu_ps(dst + 2 * k, _mm256_add_ps(d0, _mm256_permute2f128_ps(lo, hi, 0x20)));
-            _mm256_storeu_ps(dst + 2 * k + 8,
-                             _mm256_add_ps(d1, _mm256_permute2f128_ps(lo, hi, 0x31)));
-        }
-        for (int64_t c = 2 * k; c < g->w; c += 2) dst[c] = (set ? 0.0f : dst[c]) + ev[c / 2];
-        for (int64_t c = 2 * k + 1; c < g->w; c += 2) dst[c] = (set ? 0.0f : dst[c]) + od[c / 2];
-    }
+    UNPACK_S2_BODY(MLOAD_AVX2, MSTORE_AVX2)
+}
+
+__attribute__((target("avx512f,avx512vl,avx2,fma"))) static void
+unpack_dx_add_s2_avx512(const dw_geom *g, const float *DX, float *dx, int set)
+{
+    UNPACK_S2_BODY(MLOAD_512, MSTORE_512)
 }
 #endif
 
@@ -408,6 +445,8 @@ static void pack_x(int avx2, const dw_geom *g, const float *x, float *P)
     if (avx2 && g->s <= 2) {
         if (g->s == 1)
             pack_x_s1_avx2(g, x, P);
+        else if (nn_have_avx512vl())
+            pack_x_s2_avx512(g, x, P);
         else
             pack_x_s2_avx2(g, x, P);
         return;
@@ -447,6 +486,8 @@ static void unpack_dx_add(int avx2, const dw_geom *g, const float *DX, float *dx
     if (avx2 && g->s <= 2) {
         if (g->s == 1)
             unpack_dx_add_s1_avx2(g, DX, dx, set);
+        else if (nn_have_avx512vl())
+            unpack_dx_add_s2_avx512(g, DX, dx, set);
         else
             unpack_dx_add_s2_avx2(g, DX, dx, set);
         return;
@@ -505,7 +546,7 @@ void nn_dw_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt, 
     const int64_t C = s->c_in, items = s->n * C, hw = s->h * s->w, hwo = g.ho * g.wo;
 #pragma omp parallel num_threads(nt)
     {
-        float *P = ws + (size_t)thread_id() * per_thread, *Y = P + g.o_y;
+        float *P = ws + (size_t)nn_thread_id() * per_thread, *Y = P + g.o_y;
         memset(P, 0, sizeof(float) * g.o_dy);
         const float *base[DW_MAX_TAPS];
         for (int64_t k = 0; k < g.ntaps; k++) base[k] = P + g.ph[k] * g.lp + g.off[k];
@@ -538,7 +579,7 @@ void nn_dw_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt,
     cb = cb < 1 ? 1 : cb > DW_BLOCK ? DW_BLOCK : cb;
 #pragma omp parallel num_threads(nt)
     {
-        float *P = ws + (size_t)thread_id() * per_thread, *D = P + g.o_dy, *DX = P + g.o_dx;
+        float *P = ws + (size_t)nn_thread_id() * per_thread, *D = P + g.o_dy, *DX = P + g.o_dx;
         float *accf = P + g.o_acc;
         if ((uintptr_t)accf % sizeof(double)) accf++;
         double *acc = (double *)(void *)accf;
@@ -667,7 +708,7 @@ void nn_grp_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt,
     const int64_t G = s->groups, items = s->n * G;
 #pragma omp parallel num_threads(nt)
     {
-        float *P = ws + (size_t)thread_id() * per_thread, *Y = P + g->go_y;
+        float *P = ws + (size_t)nn_thread_id() * per_thread, *Y = P + g->go_y;
         memset(P, 0, sizeof(float) * g->go_y);
 #pragma omp for schedule(dynamic, 2)
         for (int64_t t = 0; t < items; t++) {
@@ -761,7 +802,7 @@ void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt
          * one group still run over the images in order, so the result does not change). */
 #pragma omp parallel num_threads(nt)
         {
-            float *P = ws + (size_t)thread_id() * per_thread, *DWT = P + g->go_dwt;
+            float *P = ws + (size_t)nn_thread_id() * per_thread, *DWT = P + g->go_dwt;
             memset(P, 0, sizeof(float) * g->go_dwt);
 #pragma omp for schedule(dynamic, 1)
             for (int64_t gi = 0; gi < G; gi++) {
@@ -782,7 +823,7 @@ void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt
 #pragma omp parallel num_threads(nt)
     {
         /* private gradients: per group, transposed (kg x cog) with c.tn, else as dw */
-        float *P = ws + (size_t)thread_id() * per_thread, *dwp = dw ? P + g->go_dw : NULL;
+        float *P = ws + (size_t)nn_thread_id() * per_thread, *dwp = dw ? P + g->go_dw : NULL;
         memset(P, 0, sizeof(float) * g->go_dwt);
         if (dwp) memset(dwp, 0, sizeof(float) * (size_t)wcount);
         /* one group (a dense convolution): its transposed weights are made once per thread */
@@ -807,4 +848,34 @@ void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt
             dw[k] += acc;
         }
     }
+}
+
+/* ---- phase planes for other kernels (conv_wino.c) ------------------------------------------ */
+
+static dw_geom plane_geom(int64_t s, int64_t pad, int64_t h, int64_t w, int64_t ws, int64_t lp)
+{
+    dw_geom g;
+    memset(&g, 0, sizeof g);
+    g.s = s;
+    g.pad = pad;
+    g.h = h;
+    g.w = w;
+    g.ws = ws;
+    g.lp = lp;
+    g.lu = lp;
+    return g;
+}
+
+void nn_phase_pack(int64_t s, int64_t pad, int64_t h, int64_t w, int64_t ws, int64_t lp,
+                   const float *x, float *P)
+{
+    const dw_geom g = plane_geom(s, pad, h, w, ws, lp);
+    pack_x(nn_have_avx2(), &g, x, P);
+}
+
+void nn_phase_unpack(int64_t s, int64_t pad, int64_t h, int64_t w, int64_t ws, int64_t lp,
+                     const float *P, float *x, int set)
+{
+    const dw_geom g = plane_geom(s, pad, h, w, ws, lp);
+    unpack_dx_add(nn_have_avx2(), &g, P, x, set);
 }

@@ -16,6 +16,20 @@
 
 #include "nn/ops.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The calling thread's number in its OpenMP team (0 without OpenMP). */
+static inline int nn_thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* Floats of workspace one thread needs (0: the fast path does not handle this shape). The shape
  * must be a validated depthwise shape (groups == c_in). */
 size_t nn_dw_per_thread(const gbtd_conv2d_shape *s);
@@ -36,5 +50,14 @@ void nn_grp_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt,
  * element is written once), instead of dx +=. */
 void nn_grp_backward(const gbtd_conv2d_shape *s, const float *x, const float *wt, const float *dy,
                      float *dx, float *dw, float *ws, size_t per_thread, int nt, int set_dx);
+
+/* One h x w plane, zero-padded by pad, written into s x s phase planes of row width ws spaced lp
+ * floats apart: P[(rp s + cp) lp + i ws + j] = xpad[i s + rp][j s + cp]. Only the positions that
+ * hold data are written (the padding stays as the caller left it: zero it once). unpack is the
+ * inverse: x (+)= the data positions (set: x =). */
+void nn_phase_pack(int64_t s, int64_t pad, int64_t h, int64_t w, int64_t ws, int64_t lp,
+                   const float *x, float *P);
+void nn_phase_unpack(int64_t s, int64_t pad, int64_t h, int64_t w, int64_t ws, int64_t lp,
+                     const float *P, float *x, int set);
 
 #endif

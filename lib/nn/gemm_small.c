@@ -350,6 +350,16 @@ static int use_avx512(void)
     return have;
 }
 
+int nn_have_avx512vl(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = use_avx512() && __builtin_cpu_supports("avx512vl");
+    }
+    return have;
+}
+
 /* conv_tn register blocks: MR rows (each its own pointer into the planes) x NV vectors. */
 __attribute__((target("avx512f,avx2,fma"))) static inline __attribute__((always_inline)) void
 tn_block16(const int MR, const int NV, const float *const *a, int64_t K, const float *B,
@@ -463,6 +473,7 @@ int nn_have_avx2(void)
 
 #else
 int nn_have_avx2(void) { return 0; }
+int nn_have_avx512vl(void) { return 0; }
 #endif
 
 static void conv_nn_generic(int64_t M, int64_t N, int64_t K1, int64_t K2, const float *A,

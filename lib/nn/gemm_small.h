@@ -34,5 +34,8 @@ void nn_gemm_conv_tn(int64_t M1, int64_t M2, int64_t N, int64_t K, const float *
 /* True when the AVX2 kernels are in use: the CPU has AVX2 and FMA and the environment variable
  * GBTD_NN_NO_SIMD is unset or "0" (set, it selects the portable loops, which the tests run too). */
 int nn_have_avx2(void);
+/* True when AVX-512F and VL are in use as well (GBTD_NN_NO_AVX512 unset): masked 8-float loads
+ * and stores through mask registers, far cheaper than AVX2's vmaskmov on some CPUs. */
+int nn_have_avx512vl(void);
 
 #endif

@@ -376,6 +376,101 @@ static void conv_dw_cases(void)
     conv_vs_ref_ws(gbtd_conv2d_shape_make(2, 6, 14, 14, 6, 3, 1, 1, 6), 0, 0);
 }
 
+/* Dense 3x3 stride-1 convolutions through Winograd F(2x2, 3x3) (conv_wino.c; 64 channels from
+ * 12x12, 32 from 28x28). Its rounding errors are not bounded by the direct sum of |terms| of each
+ * output (a tile's transforms mix all 16 inputs under the tile), so the bound is normwise, from
+ * the largest terms the transforms can make: |B^T d B| <= 4 max|x| (two +-1 per row of B^T),
+ * |G g G^T| <= 9/4 max|w| (rows of G sum to 3/2 in absolute value), three +-1 per row of A^T:
+ * forward terms up to 9 * 4 * 9/4 cig max|w| max|x| = 81 cig max|w| max|x|, over L = cig + 16
+ * roundings (cig products summed, 2 + 2 input-transform and 4 output-transform additions, 4 in
+ * the kernel transform, the bias); dx the same with cog and dy. dw by F(3x3, 2x2): |A dy A^T| <=
+ * 4 max|dy|, |B^T x B| <= 4 max|x|, the rows of G^T sum to 2: terms up to 64 n ltp max|dy|
+ * max|x| over L = n ltp + T + 16 (ltp <= (h/2 + 1)(w/2 + 2) tiles per image, T threads). The
+ * result must also differ from the direct path's (GBTD_NN_NO_WINOGRAD=1), or Winograd did not
+ * run. */
+static double vmax_abs(const float *v, int64_t n)
+{
+    double m = 0.0;
+    for (int64_t i = 0; i < n; i++) m = fabs(v[i]) > m ? fabs(v[i]) : m;
+    return m;
+}
+
+static double max_violation_norm(const float *got, const float *ref, int64_t n, double L,
+                                 double scale)
+{
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double tol = (L + 2.0) * U32 * scale + 2.0 * U32 * fabs(ref[i]) + 1e-30;
+        const double v = fabs((double)got[i] - (double)ref[i]) / tol;
+        if (!(v <= worst)) worst = v;
+    }
+    return worst;
+}
+
+static void conv_wino_case(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int with_bias)
+{
+    char tag[120], name[200];
+    gbtd_conv2d_shape s = gbtd_conv2d_shape_make(n, c, h, w, k, 3, 1, 1, 1);
+    gbtd_conv2d_shape_init(&s);
+    snprintf(tag, sizeof tag, "winograd n%lld c%lld>%lld %lldx%lld%s", (long long)n, (long long)c,
+             (long long)k, (long long)h, (long long)w, with_bias ? " bias" : "");
+    const int64_t nx = n * c * h * w, nw = k * c * 9, ny = n * k * h * w;
+    float *x = fvec(nx, -1, 1), *wt = fvec(nw, -1, 1), *b = with_bias ? fvec(k, -1, 1) : NULL;
+    float *dy = fvec(ny, -1, 1), *y = fzeros(ny), *yr = fzeros(ny), *yd = fzeros(ny);
+    float *dx = fvec(nx, -1, 1), *dw = fvec(nw, -1, 1);
+    float *dxr = malloc(sizeof(float) * (size_t)nx), *dwr = malloc(sizeof(float) * (size_t)nw);
+    float *dxd = malloc(sizeof(float) * (size_t)nx), *dwd = malloc(sizeof(float) * (size_t)nw);
+    memcpy(dxr, dx, sizeof(float) * (size_t)nx);
+    memcpy(dwr, dw, sizeof(float) * (size_t)nw);
+    memcpy(dxd, dx, sizeof(float) * (size_t)nx);
+    memcpy(dwd, dw, sizeof(float) * (size_t)nw);
+    const double mx = vmax_abs(x, nx), mw = vmax_abs(wt, nw), mdy = vmax_abs(dy, ny);
+    const double mb = b ? vmax_abs(b, k) : 0.0;
+    /* the workspace for both paths (the direct one may need more or less) */
+    setenv("GBTD_NN_NO_WINOGRAD", "1", 1);
+    const size_t wl0 = gbtd_conv2d_workspace_size(&s, 0);
+    unsetenv("GBTD_NN_NO_WINOGRAD");
+    const size_t wl1 = gbtd_conv2d_workspace_size(&s, 0), wl = wl0 > wl1 ? wl0 : wl1;
+    float *ws = malloc(sizeof(float) * wl);
+
+    snprintf(name, sizeof name, "conv %s: forward and backward run", tag);
+    CHECK(gbtd_conv2d_forward(&s, x, wt, b, y, ws, wl) == GBTD_OK &&
+              gbtd_conv2d_backward(&s, x, wt, dy, dx, dw, NULL, ws, wl) == GBTD_OK, name);
+    setenv("GBTD_NN_NO_WINOGRAD", "1", 1);
+    gbtd_conv2d_forward(&s, x, wt, b, yd, ws, wl);
+    gbtd_conv2d_backward(&s, x, wt, dy, dxd, dwd, NULL, ws, wl);
+    unsetenv("GBTD_NN_NO_WINOGRAD");
+    gbtd_conv2d_forward_ref(&s, x, wt, b, yr);
+    gbtd_conv2d_backward_ref(&s, x, wt, dy, dxr, dwr, NULL);
+
+    const double T = gbtd_get_threads(), ltp = (double)((h / 2 + 1) * (w / 2 + 2));
+    snprintf(name, sizeof name, "conv %s: forward = ref (normwise, L = cig + 16)", tag);
+    CHECK_LE(max_violation_norm(y, yr, ny, (double)c + 16, 81.0 * (double)c * mw * mx + mb), 1.0,
+             name);
+    snprintf(name, sizeof name, "conv %s: dx = ref, accumulated (normwise, L = cog + 16)", tag);
+    CHECK_LE(max_violation_norm(dx, dxr, nx, (double)k + 16, 81.0 * (double)k * mw * mdy), 1.0,
+             name);
+    snprintf(name, sizeof name, "conv %s: dw = ref, accumulated (normwise, L = n ltp + T + 16)",
+             tag);
+    CHECK_LE(max_violation_norm(dw, dwr, nw, (double)n * ltp + T + 16,
+                                64.0 * (double)n * ltp * mdy * mx), 1.0, name);
+    snprintf(name, sizeof name, "conv %s: not the direct path's result (Winograd ran)", tag);
+    CHECK(memcmp(y, yd, sizeof(float) * (size_t)ny) != 0 &&
+              memcmp(dx, dxd, sizeof(float) * (size_t)nx) != 0 &&
+              memcmp(dw, dwd, sizeof(float) * (size_t)nw) != 0, name);
+    free(x); free(wt); free(b); free(dy); free(y); free(yr); free(yd); free(dx); free(dw);
+    free(dxr); free(dwr); free(dxd); free(dwd); free(ws);
+}
+
+static void conv_wino_cases(void)
+{
+    conv_wino_case(3, 64, 12, 12, 64, 1); /* smallest map taken; 3 images in one group of 4 */
+    conv_wino_case(9, 64, 12, 13, 64, 0); /* groups of 4 images and a last one of 1 */
+    conv_wino_case(5, 32, 28, 28, 16, 1); /* 32 channels on 28x28, fewer outputs than inputs */
+    conv_wino_case(2, 72, 13, 15, 12, 0); /* odd sizes; 12 outputs: no 8-wide dy transform */
+    conv_wino_case(1, 64, 14, 14, 40, 1); /* one image: threads without work */
+}
+
 /* Grouped and small dense convolutions through phase planes and the implicit-GEMM kernels (row
  * blocks of 1 to 8, column tails of 8 and fewer), plus a wide dense one left to im2col + BLAS. */
 static void conv_grp_cases(void)
@@ -932,6 +1027,7 @@ int main(void)
         gbtd_set_threads(t);
         printf("# threads %d\n", t);
         conv_fast_cases();
+        conv_wino_cases();
         conv_dw_cases();
         conv_grp_cases();
     }
