@@ -772,6 +772,14 @@ static void grp_bwd_item(const grp_ctx *c, int64_t n, int64_t gi, const float *x
     }
     if (dx) {
         if (!wt_ready) grp_weights_t(c, wt + gi * g->cog * g->kg, WT);
+        /* Stride 1: only the columns that unpack reads, from the first interior position to
+         * the last (rounded up to 8 inside the plane; 64 of 88 on a 7x7 map with padding 1). */
+        int64_t lo = 0, cols = g->lu;
+        if (g->s == 1) {
+            lo = g->pad * g->ws + g->pad;
+            cols = r8((g->h - 1) * g->ws + g->w);
+            if (lo + cols > g->lu) cols = g->lu - lo;
+        }
         for (int64_t ph = 0; ph < g->nph; ph++) {
             const int64_t j0 = c->first[ph], ntp = c->first[ph + 1] - j0;
             if (ntp == 0) {
@@ -779,8 +787,8 @@ static void grp_bwd_item(const grp_ctx *c, int64_t n, int64_t gi, const float *x
                     memset(DX + (ch * g->nph + ph) * g->lu, 0, sizeof(float) * (size_t)g->lu);
                 continue;
             }
-            nn_gemm_conv_nn(g->cig, g->lu, g->cog, ntp, WT + g->cig * g->cog * j0, g->cog * ntp, D,
-                            g->ldy, c->dboff + j0, DX + ph * g->lu, g->nph * g->lu, 1);
+            nn_gemm_conv_nn(g->cig, cols, g->cog, ntp, WT + g->cig * g->cog * j0, g->cog * ntp,
+                            D + lo, g->ldy, c->dboff + j0, DX + ph * g->lu + lo, g->nph * g->lu, 1);
         }
         float *dxg = dx + (n * s->c_in + gi * g->cig) * c->hw;
         for (int64_t ch = 0; ch < g->cig; ch++)
