@@ -485,7 +485,8 @@ static void conv_grp_cases(void)
         {2, 14, 7, 8, 28, 3, 1, 1, 2, 0},     /* 7 in / 14 out per group: ragged row blocks */
         {3, 64, 6, 6, 64, 3, 1, 1, 16, 0},    /* 16 groups */
         {2, 32, 8, 8, 40, 3, 1, 1, 1, 1},     /* dense 32 > 40 through the phase path */
-        {2, 72, 6, 5, 8, 3, 1, 1, 1, 0},      /* dense, 72 input channels: im2col + BLAS */
+        {2, 72, 6, 5, 8, 3, 1, 1, 1, 0},      /* dense, 72 input channels */
+        {2, 136, 6, 5, 8, 3, 1, 1, 1, 0},     /* dense, 136 input channels: im2col + BLAS */
         {2, 8, 5, 5, 8, 1, 2, 0, 2, 1},       /* grouped 1x1 stride 2 */
         {2, 8, 12, 11, 8, 3, 5, 1, 2, 1},     /* grouped stride 5: im2col + small GEMMs */
         {1, 4, 10, 10, 6, 9, 1, 4, 2, 0},     /* grouped 9x9 (81 taps): im2col + small GEMMs */
@@ -528,9 +529,12 @@ static void conv_fast_cases(void)
          * per-thread ranges cut into equal chunks, odd batches, a short last chunk */
         {13, 96, 7, 7, 160, 1, 1, 0, 1, 1}, /* 1x1 wide, 7x7 */
         {25, 128, 7, 7, 64, 1, 1, 0, 1, 0}, /* 1x1 wide, 7x7, 13 + 12 images per thread */
-        {5, 80, 14, 14, 48, 3, 2, 1, 1, 1}, /* 3x3 stride 2 to 7x7, c_in > 64: im2col */
+        {5, 80, 14, 14, 48, 3, 2, 1, 1, 1}, /* 3x3 stride 2 to 7x7, 80 channels: phase planes */
+        {5, 136, 14, 14, 24, 3, 2, 1, 1, 1}, /* the same with 136 channels: batched im2col */
+        {1, 136, 24, 23, 8, 3, 2, 1, 1, 0}, /* 136 channels to 12x12: im2col per image */
         {12, 128, 14, 13, 96, 1, 2, 0, 1, 0}, /* 1x1 stride 2 projection to 7x7 */
         {3, 72, 9, 9, 24, 3, 1, 1, 1, 1},   /* 3x3 on 9x9 (81 pixels) */
+        {3, 144, 9, 9, 24, 3, 1, 1, 1, 1},  /* the same with 144 channels: batched im2col */
         {1, 96, 7, 7, 32, 3, 1, 1, 1, 0},   /* batch 1: one image per GEMM */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
