@@ -53,10 +53,17 @@ extern "C" {
  *   y[n, o, i, j] = b[o] + sum_{c in group(o), p, q} wt[o, c - g0, p, q] x[n, c, i*s + p - pad, j*s + q - pad]
  *   where group(o) = channels g0 .. g0 + c_in/groups - 1 with g0 = (o / (c_out/groups)) * (c_in/groups).
  * 1x1 stride-1 pad-0: one GEMM per image (and group), no im2col;
- * grouped (1 < groups < c_in), and dense with c_in <= 64: each (image, group) packed into
- *   zero-padded phase planes (stride x stride of them) and an implicit-im2col GEMM with
- *   register-blocked AVX-512 / AVX2 kernels (no im2col copy), OpenMP over images x groups;
- * dense with c_in > 64: im2col + OpenBLAS sgemm;
+ * dense 3x3 stride-1 pad-1 with c_in >= 64 on maps of 144+ outputs, or c_in >= 32 on 784+:
+ *   Winograd F(2x2, 3x3) (16 multiplications per 2x2 outputs instead of 36; forward, backward-
+ *   data on the rotated weights, backward-weight by F(3x3, 2x2)), the 16 products summed over
+ *   channels as GEMMs over the tiles of a few images at once; its rounding is normwise (a tile's
+ *   transforms mix all 16 inputs under it), within ~10^-5 relative in float. Off with
+ *   GBTD_NN_NO_WINOGRAD=1;
+ * grouped (1 < groups < c_in), and dense k x k (k > 1) with c_in <= 128: each (image, group)
+ *   packed into zero-padded phase planes (stride x stride of them) and an implicit-im2col GEMM
+ *   with register-blocked AVX-512 / AVX2 kernels (no im2col copy), OpenMP over images x groups;
+ * dense with c_in > 128, and dense 1x1 with a stride: im2col (a subsample for 1x1) + OpenBLAS
+ *   sgemm;
  * dense through OpenBLAS on maps of under 102 output pixels: the im2col matrices (the inputs
  *   themselves for 1x1 stride 1) of several images side by side, one GEMM per chunk of images;
  * groups = c_in (depthwise, any channel multiplier c_out / c_in): phase planes and one
