@@ -56,9 +56,10 @@ extern "C" {
  * dense 3x3 stride-1 pad-1 with c_in >= 64 on maps of 144+ outputs, or c_in >= 32 on 784+:
  *   Winograd F(2x2, 3x3) (16 multiplications per 2x2 outputs instead of 36; forward, backward-
  *   data on the rotated weights, backward-weight by F(3x3, 2x2)), the 16 products summed over
- *   channels as GEMMs over the tiles of a few images at once; its rounding is normwise (a tile's
- *   transforms mix all 16 inputs under it), within ~10^-5 relative in float. Off with
- *   GBTD_NN_NO_WINOGRAD=1;
+ *   channels as GEMMs over the tiles of a few images at once. Its error bound is normwise (a
+ *   tile's transforms mix all 16 inputs under it), but measured against float64 it is as
+ *   accurate as the direct sums (relative 2-norm error 2-4e-7 against 3-6e-7 at 32-128
+ *   channels). Off with GBTD_NN_NO_WINOGRAD=1;
  * grouped (1 < groups < c_in), and dense k x k (k > 1) with c_in <= 128: each (image, group)
  *   packed into zero-padded phase planes (stride x stride of them) and an implicit-im2col GEMM
  *   with register-blocked AVX-512 / AVX2 kernels (no im2col copy), OpenMP over images x groups;
