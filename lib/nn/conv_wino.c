@@ -1,10 +1,6 @@
 /* gbtd nn: 3x3 stride-1 convolution by Winograd F(2x2, 3x3) (see conv_wino.h). */
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "nn/conv_phase.h"
 #include "nn/conv_wino.h"
 #include "nn/gemm_small.h"
