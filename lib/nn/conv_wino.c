@@ -6,8 +6,11 @@
 #include "nn/gemm_small.h"
 
 /* Images side by side in one set of GEMMs: enough that a GEMM spans about WG_MIN_TILES tiles
- * (one image on 28x28 maps, 4 on 14x14); narrower GEMMs run well below the kernels' speed. */
-enum { WG_MIN_TILES = 192, WG_XI = 16 };
+ * (one image on 28x28 maps, 4 on 14x14); narrower GEMMs run well below the kernels' speed. A
+ * whole image's transforms are held at once, so maps of more than WG_MAX_TILES tiles (larger than
+ * about 62x62, where V alone would pass 4 MB per thread at 64 channels) are left to the other
+ * paths. */
+enum { WG_MIN_TILES = 192, WG_MAX_TILES = 1024, WG_XI = 16 };
 
 typedef struct wg_geom {
     int64_t C, K, H, W, ck;   /* ck = max(C, K): channels a buffer may hold */
@@ -34,6 +37,7 @@ static int wg_make(const gbtd_conv2d_shape *s, wg_geom *g)
     g->ws = g->wt + 1;
     g->lt = g->ht * g->ws;
     g->ltp = r8(g->lt);
+    if (g->ltp > WG_MAX_TILES) return 0;
     /* reads reach t + ws + 1 for t < ltp; the data fill ht + 1 rows of ws */
     const int64_t need = g->ltp + g->ws + 1, rows = (g->ht + 1) * g->ws;
     g->lpl = r8(need > rows ? need : rows);

@@ -535,6 +535,7 @@ static void conv_fast_cases(void)
         {12, 128, 14, 13, 96, 1, 2, 0, 1, 0}, /* 1x1 stride 2 projection to 7x7 */
         {3, 72, 9, 9, 24, 3, 1, 1, 1, 1},   /* 3x3 on 9x9 (81 pixels) */
         {3, 144, 9, 9, 24, 3, 1, 1, 1, 1},  /* the same with 144 channels: batched im2col */
+        {1, 32, 66, 65, 8, 3, 1, 1, 1, 0},  /* 66x65: past Winograd's tile cap, phase planes */
         {1, 96, 7, 7, 32, 3, 1, 1, 1, 0},   /* batch 1: one image per GEMM */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
