@@ -53,7 +53,8 @@ extern "C" {
  *   y[n, o, i, j] = b[o] + sum_{c in group(o), p, q} wt[o, c - g0, p, q] x[n, c, i*s + p - pad, j*s + q - pad]
  *   where group(o) = channels g0 .. g0 + c_in/groups - 1 with g0 = (o / (c_out/groups)) * (c_in/groups).
  * 1x1 stride-1 pad-0: one GEMM per image (and group), no im2col;
- * dense 3x3 stride-1 pad-1 with c_in >= 64 on maps of 144+ outputs, or c_in >= 32 on 784+:
+ * dense 3x3 stride-1 pad-1 with c_in >= 64 on maps of 144+ outputs, or c_in >= 32 on 784+, up
+ *   to 1,024 2x2 tiles per image (about 62x62):
  *   Winograd F(2x2, 3x3) (16 multiplications per 2x2 outputs instead of 36; forward, backward-
  *   data on the rotated weights, backward-weight by F(3x3, 2x2)), the 16 products summed over
  *   channels as GEMMs over the tiles of a few images at once. Its error bound is normwise (a
