@@ -367,7 +367,10 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
         float scale, shift;
         train_channel_(s, c, x, gamma, beta, eps, momentum, running_mean, running_var, mean, rstd,
                        &scale, &shift);
-        for (int64_t n = 0; n < N; n++)
+        /* the last images' planes are the ones still in the cache after the statistics: the
+         * element-wise pass takes the images in reverse order (each output is computed alone,
+         * so the order does not change it) */
+        for (int64_t n = N - 1; n >= 0; n--)
             apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu, stream);
     }
     stream_fence(stream);
@@ -392,7 +395,10 @@ static int forward_eval(const char *fn, const gbtd_bn_shape *s, const float *x,
     for (int64_t c = 0; c < C; c++) {
         float scale, shift;
         eval_channel_(c, gamma, beta, eps, running_mean, running_var, &scale, &shift);
-        for (int64_t n = 0; n < N; n++)
+        /* the last images' planes are the ones still in the cache after the statistics: the
+         * element-wise pass takes the images in reverse order (each output is computed alone,
+         * so the order does not change it) */
+        for (int64_t n = N - 1; n >= 0; n--)
             apply(x + (n * C + c) * HW, y + (n * C + c) * HW, HW, scale, shift, relu, stream);
     }
     stream_fence(stream);
@@ -510,7 +516,7 @@ int nn_bn_add_forward(const gbtd_bn_shape *s, const nn_bn_side *a, const nn_bn_s
         float sa = 1.0f, ha = 0.0f, sb = 1.0f, hb = 0.0f;
         if (a->bn) side_channel_(s, c, a, training, &sa, &ha);
         if (b->bn) side_channel_(s, c, b, training, &sb, &hb);
-        for (int64_t n = 0; n < N; n++) {
+        for (int64_t n = N - 1; n >= 0; n--) { /* reverse: see forward_train */
             const int64_t off = (n * C + c) * HW;
             plane_bn_add(a->x + off, a->bn, sa, ha, b->x + off, b->bn, sb, hb, y + off, HW, relu,
                          stream);
@@ -564,7 +570,7 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         const float a = (float)(g * r);
         const float bx = (float)(-g * r * r * r * sdyx / m);
         const float k = (float)(-g * r * sdy / m);
-        for (int64_t n = 0; n < N; n++) {
+        for (int64_t n = N - 1; n >= 0; n--) { /* reverse: see forward_train */
             const int64_t off = (n * C + c) * HW;
             plane_dx(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mu, a, bx, k, set,
                      stream);
