@@ -15,7 +15,7 @@ enum { WG_MIN_TILES = 192, WG_MAX_TILES = 1024, WG_XI = 16 };
 typedef struct wg_geom {
     int64_t C, K, H, W, ck;   /* ck = max(C, K): channels a buffer may hold */
     int64_t ht, wt, ws;       /* tile rows, tile columns, tile row width (wt + 1) */
-    int64_t lt, ltp;          /* tiles ht ws, rounded up to 8 */
+    int64_t ltp;              /* tiles of an image, ht ws rounded up to 8 */
     int64_t lpl;              /* input phase plane (padded input, stride-2 phases) */
     int64_t nb, tb;           /* images per group, their tiles nb ltp (the GEMMs' width) */
     int64_t off[16], ph[16];  /* element (a, q) of a tile: phase plane and offset from t */
@@ -35,8 +35,7 @@ static int wg_make(const gbtd_conv2d_shape *s, wg_geom *g)
     g->ht = (g->H + 1) / 2;
     g->wt = (g->W + 1) / 2;
     g->ws = g->wt + 1;
-    g->lt = g->ht * g->ws;
-    g->ltp = r8(g->lt);
+    g->ltp = r8(g->ht * g->ws);
     if (g->ltp > WG_MAX_TILES) return 0;
     /* reads reach t + ws + 1 for t < ltp; the data fill ht + 1 rows of ws */
     const int64_t need = g->ltp + g->ws + 1, rows = (g->ht + 1) * g->ws;
@@ -104,6 +103,13 @@ static void weights_transform(const wg_geom *g, const float *wt, int rot, float 
         }
 }
 
+/* b[e] = the phase plane and offset of element e = 4 a + q of a tile's 4 x 4 input, for the
+ * channel whose planes start at pc. */
+static inline void tap_bases(const wg_geom *g, const float *pc, const float *b[16])
+{
+    for (int e = 0; e < 16; e++) b[e] = pc + g->ph[e] * g->lpl + g->off[e];
+}
+
 /* V[xi][c][t] = (B^T d B)[xi] of tile t of the nch channels of one image packed in P, for the
  * ltp tiles of the image (V points at its first column; rows of tb floats). */
 static inline __attribute__((always_inline)) void
@@ -111,29 +117,26 @@ input_transform_body(const wg_geom *g, int64_t nch, const float *P, float *V)
 {
     const int64_t tb = g->tb, xs = nch * tb;
     for (int64_t c = 0; c < nch; c++) {
-        const float *pc = P + c * 4 * g->lpl;
         const float *b[16];
-        for (int e = 0; e < 16; e++) b[e] = pc + g->ph[e] * g->lpl + g->off[e];
+        tap_bases(g, P + c * 4 * g->lpl, b);
         float *v = V + c * tb;
-        for (int64_t t = 0; t < g->ltp; t += 8)
-            for (int j = 0; j < 8; j++) {
-                const int64_t i = t + j;
-                float e[4][4];
-                for (int a = 0; a < 4; a++) {
-                    const float d0 = b[4 * a][i], d1 = b[4 * a + 1][i];
-                    const float d2 = b[4 * a + 2][i], d3 = b[4 * a + 3][i];
-                    e[a][0] = d0 - d2;
-                    e[a][1] = d1 + d2;
-                    e[a][2] = d2 - d1;
-                    e[a][3] = d1 - d3;
-                }
-                for (int q = 0; q < 4; q++) {
-                    v[(0 + q) * xs + i] = e[0][q] - e[2][q];
-                    v[(4 + q) * xs + i] = e[1][q] + e[2][q];
-                    v[(8 + q) * xs + i] = e[2][q] - e[1][q];
-                    v[(12 + q) * xs + i] = e[1][q] - e[3][q];
-                }
+        for (int64_t i = 0; i < g->ltp; i++) {
+            float e[4][4];
+            for (int a = 0; a < 4; a++) {
+                const float d0 = b[4 * a][i], d1 = b[4 * a + 1][i];
+                const float d2 = b[4 * a + 2][i], d3 = b[4 * a + 3][i];
+                e[a][0] = d0 - d2;
+                e[a][1] = d1 + d2;
+                e[a][2] = d2 - d1;
+                e[a][3] = d1 - d3;
             }
+            for (int q = 0; q < 4; q++) {
+                v[(0 + q) * xs + i] = e[0][q] - e[2][q];
+                v[(4 + q) * xs + i] = e[1][q] + e[2][q];
+                v[(8 + q) * xs + i] = e[2][q] - e[1][q];
+                v[(12 + q) * xs + i] = e[1][q] - e[3][q];
+            }
+        }
     }
 }
 
@@ -148,21 +151,19 @@ output_transform_body(const wg_geom *g, int64_t nch, const float *M, const float
         const float *m = M + k * tb;
         float *y = Yp + k * 4 * g->ltp;
         const float bk = bias ? bias[k] : 0.0f;
-        for (int64_t t = 0; t < g->ltp; t += 8)
-            for (int j = 0; j < 8; j++) {
-                const int64_t i = t + j;
-                float f[4][2];
-                for (int r = 0; r < 4; r++) {
-                    const float m0 = m[(4 * r) * xs + i], m1 = m[(4 * r + 1) * xs + i];
-                    const float m2 = m[(4 * r + 2) * xs + i], m3 = m[(4 * r + 3) * xs + i];
-                    f[r][0] = m0 + m1 + m2;
-                    f[r][1] = m1 - m2 - m3;
-                }
-                y[0 * g->ltp + i] = f[0][0] + f[1][0] + f[2][0] + bk;
-                y[1 * g->ltp + i] = f[0][1] + f[1][1] + f[2][1] + bk;
-                y[2 * g->ltp + i] = f[1][0] - f[2][0] - f[3][0] + bk;
-                y[3 * g->ltp + i] = f[1][1] - f[2][1] - f[3][1] + bk;
+        for (int64_t i = 0; i < g->ltp; i++) {
+            float f[4][2];
+            for (int r = 0; r < 4; r++) {
+                const float m0 = m[(4 * r) * xs + i], m1 = m[(4 * r + 1) * xs + i];
+                const float m2 = m[(4 * r + 2) * xs + i], m3 = m[(4 * r + 3) * xs + i];
+                f[r][0] = m0 + m1 + m2;
+                f[r][1] = m1 - m2 - m3;
             }
+            y[0 * g->ltp + i] = f[0][0] + f[1][0] + f[2][0] + bk;
+            y[1 * g->ltp + i] = f[0][1] + f[1][1] + f[2][1] + bk;
+            y[2 * g->ltp + i] = f[1][0] - f[2][0] - f[3][0] + bk;
+            y[3 * g->ltp + i] = f[1][1] - f[2][1] - f[3][1] + bk;
+        }
     }
 }
 
@@ -222,9 +223,8 @@ __attribute__((target("avx2,fma"))) static void input_transform_avx2(const wg_ge
 {
     const int64_t tb = g->tb, xs = nch * tb;
     for (int64_t c = 0; c < nch; c++) {
-        const float *pc = P + c * 4 * g->lpl;
         const float *b[16];
-        for (int e = 0; e < 16; e++) b[e] = pc + g->ph[e] * g->lpl + g->off[e];
+        tap_bases(g, P + c * 4 * g->lpl, b);
         float *v = V + c * tb;
         for (int64_t i = 0; i < g->ltp; i += 8) {
             __m256 e[4][4];
@@ -356,14 +356,15 @@ __attribute__((target("avx2,fma"))) static void transpose_avx2(const float *dy, 
 
 /* ---- a group of images ------------------------------------------------------------------------
  * nimg (<= nb) images of nin planes each, in a row in memory from `in`: out (nout planes each) =
- * conv(in) through U (16 x nout x nin); all their tiles side by side in one GEMM per point. */
+ * conv(in) through the transformed weights at the start of the thread's workspace W
+ * (16 x nout x nin); all their tiles side by side in one GEMM per point. */
 
 static void group_conv(const wg_geom *g, int avx2, int64_t nimg, int64_t nin, int64_t nout,
-                       const float *in, const float *U, const float *bias, float *out, float *P,
-                       int set)
+                       const float *in, const float *bias, float *out, float *W, int set)
 {
     static const int64_t zero_off[1] = {0};
-    float *Yp = P + (g->o_y - g->o_p), *V = P + (g->o_v - g->o_p), *M = P + (g->o_m - g->o_p);
+    const float *U = W;
+    float *P = W + g->o_p, *Yp = W + g->o_y, *V = W + g->o_v, *M = W + g->o_m;
     const int64_t hw = g->H * g->W, T = nimg * g->ltp, pl = 4 * g->lpl, yl = 4 * g->ltp;
     for (int64_t j = 0; j < nimg; j++) {
         float *Pj = P + j * g->ck * pl;
@@ -399,7 +400,7 @@ void nn_wino_forward(const gbtd_conv2d_shape *s, const float *x, const float *wt
 #pragma omp for schedule(dynamic, 1)
         for (int64_t q = 0; q < ngroups; q++) {
             const int64_t n0 = q * g.nb, cnt = s->n - n0 < g.nb ? s->n - n0 : g.nb;
-            group_conv(&g, avx2, cnt, g.C, g.K, x + n0 * g.C * hw, U, b, y + n0 * g.K * hw, P, 1);
+            group_conv(&g, avx2, cnt, g.C, g.K, x + n0 * g.C * hw, b, y + n0 * g.K * hw, U, 1);
         }
     }
 }
@@ -430,8 +431,7 @@ void nn_wino_backward(const gbtd_conv2d_shape *s, const float *x, const float *w
         for (int64_t q = 0; q < ngroups; q++) {
             const int64_t n0 = q * g.nb, cnt = s->n - n0 < g.nb ? s->n - n0 : g.nb;
             if (dx)
-                group_conv(&g, avx2, cnt, K, C, dy + n0 * K * hw, U, NULL, dx + n0 * C * hw, P,
-                           set_dx);
+                group_conv(&g, avx2, cnt, K, C, dy + n0 * K * hw, NULL, dx + n0 * C * hw, U, set_dx);
             if (!dw) continue;
             for (int64_t j = 0; j < cnt; j++) {
                 const float *xn = x + (n0 + j) * C * hw;

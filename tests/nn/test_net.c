@@ -554,6 +554,18 @@ static void forward_until_(void)
     gbtd_net_free(&n);
 }
 
+/* Two networks of one spec with the same initial parameters (seed), for comparisons of two
+ * ways of running them. */
+static void twin_nets_(const char *spec, uint64_t seed, const char *tag, gbtd_net *a, gbtd_net *b)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s: net %s", tag, spec);
+    CHECK_OK(gbtd_net_from_spec(spec, a), name);
+    CHECK_OK(gbtd_net_from_spec(spec, b), name);
+    gbtd_net_init_params(a, seed);
+    gbtd_net_init_params(b, seed);
+}
+
 /* Batch norms run inside their residual add (the default) against the separate layers
  * (GBTD_NN_NO_FUSE=1): the same logits, gradients and running statistics, bit for bit, in
  * training and evaluation, and the deferred outputs computed on request equal the written ones. */
@@ -562,10 +574,7 @@ static void bn_add_fusion_(void)
     static const char *spec = "custom:block=bottleneck,units=2/2,width=16/32,inner=8/16,"
                               "input=3x8x8,classes=4";
     gbtd_net a, b;
-    CHECK_OK(gbtd_net_from_spec(spec, &a), "fusion: bottleneck net");
-    CHECK_OK(gbtd_net_from_spec(spec, &b), "fusion: the same net");
-    gbtd_net_init_params(&a, 11);
-    gbtd_net_init_params(&b, 11);
+    twin_nets_(spec, 11, "fusion", &a, &b);
     enum { N = 6 };
     float x[N * 3 * 64];
     int32_t y[N];
@@ -633,10 +642,7 @@ static void winograd_net_(void)
     static const char *spec = "custom:block=bottleneck,units=2,width=128,inner=64,"
                               "input=3x12x12,classes=4";
     gbtd_net a, b;
-    CHECK_OK(gbtd_net_from_spec(spec, &a), "winograd net: bottleneck net, 64 channels on 12x12");
-    CHECK_OK(gbtd_net_from_spec(spec, &b), "winograd net: the same net");
-    gbtd_net_init_params(&a, 5);
-    gbtd_net_init_params(&b, 5);
+    twin_nets_(spec, 5, "winograd net (64 channels on 12x12)", &a, &b);
     enum { N = 8, IN = 3 * 144 };
     float x[N * IN];
     int32_t y[N];
