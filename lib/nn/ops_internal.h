@@ -74,6 +74,12 @@ void nn_bn_apply(const gbtd_bn_shape *s, const float *x, const float *scale, con
  * on small shapes; the values written do not depend on it. */
 extern int64_t nn_stream_bytes;
 
+/* Batch norm's passes take blocks of consecutive channels, image by image inside a block, each
+ * block (all images, every tensor a pass reads) at most this many bytes (default 4 MiB, to stay
+ * in the last-level cache between passes; at least one channel). Every statistic still adds a
+ * channel's planes in image order: the values do not depend on it (tested). */
+extern int64_t nn_bn_block_bytes;
+
 /* Non-temporal y[i] = a[i] + b[i] (then max(0, .) with relu) for len elements, when AVX2 is in
  * use; 0 (nothing done) otherwise. The caller issues nn_stream_fence() before others read y. */
 int nn_add_stream(int64_t len, int relu, const float *a, const float *b, float *y);

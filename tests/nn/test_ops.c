@@ -941,6 +941,75 @@ static void store_mode(void)
     }
 }
 
+/* ---- channel blocks ------------------------------------------------------------------------
+ * Batch norm's passes take blocks of channels (nn_bn_block_bytes): one channel per block, the
+ * default, and blocks as large as the thread count allows must give the same values bit for bit
+ * (statistics, running averages, outputs, gradients, the fused add and its sides' maps), with
+ * one and two threads; 11 channels leave a partial last block. */
+static void bn_channel_blocks(void)
+{
+    const int64_t saved = nn_bn_block_bytes;
+    const int64_t sizes[3] = {1, saved, (int64_t)1 << 40};
+    gbtd_bn_shape s = {6, 11, 37};
+    const int64_t len = s.n * s.c * s.hw, C = s.c;
+    float *x = fvec(len, -2, 2), *x2 = fvec(len, -3, 1), *g = fvec(C, 0.5, 1.5);
+    float *b = fvec(C, -0.5, 0.5), *dy = fvec(len, -1, 1);
+    float *rm = fvec(C, -1, 1), *rv = fvec(C, 0.5, 2);
+    for (int threads = 1; threads <= 2; threads++) {
+        gbtd_set_threads(threads);
+        for (int relu = 0; relu <= 1; relu++) {
+            float *out[3][12];
+            for (int v = 0; v < 3; v++) {
+                nn_bn_block_bytes = sizes[v];
+                float **o = out[v];
+                o[0] = fzeros(len);  /* y */
+                o[1] = fzeros(C);    /* mean */
+                o[2] = fzeros(C);    /* rstd */
+                o[3] = fzeros(C);    /* running mean, from rm */
+                o[4] = fzeros(C);    /* running var, from rv */
+                memcpy(o[3], rm, sizeof(float) * (size_t)C);
+                memcpy(o[4], rv, sizeof(float) * (size_t)C);
+                o[5] = fzeros(len);  /* dx */
+                o[6] = fzeros(C);    /* dgamma */
+                o[7] = fzeros(C);    /* dbeta */
+                o[8] = fzeros(len);  /* fused add */
+                o[9] = fzeros(4 * C); /* the sides' mean, rstd */
+                o[10] = fzeros(4 * C); /* the sides' scale, shift */
+                o[11] = fzeros(len); /* evaluation */
+                CHECK_OK(relu ? gbtd_bn_relu_forward_train(&s, x, g, b, 1e-5f, 0.1f, o[3], o[4], o[1],
+                                                           o[2], o[0])
+                              : gbtd_bn_forward_train(&s, x, g, b, 1e-5f, 0.1f, o[3], o[4], o[1],
+                                                      o[2], o[0]),
+                         "blocks bn: forward runs");
+                CHECK_OK(nn_bn_backward_set(&s, x, g, o[1], o[2], relu ? o[0] : NULL, dy, o[5],
+                                            o[6], o[7], 1),
+                         "blocks bn: backward runs");
+                CHECK_OK(relu ? gbtd_bn_relu_forward_eval(&s, x, g, b, 1e-5f, o[3], o[4], o[11])
+                              : gbtd_bn_forward_eval(&s, x, g, b, 1e-5f, o[3], o[4], o[11]),
+                         "blocks bn: evaluation runs");
+                nn_bn_side sa = {x, 1, g, b, 1e-5f, 0.1f, NULL, NULL, o[9], o[9] + C,
+                                 o[10], o[10] + C};
+                nn_bn_side sb = {x2, 1, b, g, 1e-3f, 0.1f, NULL, NULL, o[9] + 2 * C, o[9] + 3 * C,
+                                 o[10] + 2 * C, o[10] + 3 * C};
+                CHECK_OK(nn_bn_add_forward(&s, &sa, &sb, 1, relu, o[8]), "blocks bn: fused add runs");
+            }
+            const int64_t lens[12] = {len, C, C, C, C, len, C, C, len, 4 * C, 4 * C, len};
+            int64_t bad = 0;
+            for (int v = 1; v < 3; v++)
+                for (int k = 0; k < 12; k++)
+                    for (int64_t i = 0; i < lens[k]; i++) bad += !(out[v][k][i] == out[0][k][i]);
+            char name[160];
+            snprintf(name, sizeof name, "blocks bn%s, %d thread(s): blocks of channels give the "
+                     "values of one channel at a time, bit for bit", relu ? "+relu" : "", threads);
+            CHECK(bad == 0, name);
+            for (int v = 0; v < 3; v++)
+                for (int k = 0; k < 12; k++) free(out[v][k]);
+        }
+    }
+    nn_bn_block_bytes = saved;
+    free(x); free(x2); free(g); free(b); free(dy); free(rm); free(rv);
+}
+
 /* ---- non-temporal stores ------------------------------------------------------------------
  * Batch norm and the residual add write large outputs with streaming stores (nn_stream_bytes).
  * With the threshold at 0 every output streams: the values must equal the plain stores' bit for
@@ -1054,6 +1123,7 @@ int main(void)
     sharing();
     store_mode();
     streaming_stores();
+    bn_channel_blocks();
     errors();
     gbtd_rng_free(rng);
     return check_finish();
