@@ -610,6 +610,25 @@ static void bn_add_fusion_(void)
         same += !memcmp(gbtd_net_value(&a, a.layers[i].out), gbtd_net_value(&b, b.layers[i].out), len);
     }
     CHECK(same == deferred, "fusion: deferred batch-norm outputs, computed on request, equal");
+    /* a gradient injected on a deferred output (gbtd_net_add_value_grad): the same gradients as
+     * without fusion */
+    int first = -1;
+    for (int i = 0; i < a.nlayers && first < 0; i++)
+        if (a.layers[i].kind == GBTD_LAYER_BN && !a.layers[i].relu) first = a.layers[i].out;
+    const gbtd_value *fv = &a.values[first];
+    const int64_t flen = (int64_t)N * fv->c * fv->h * fv->w;
+    float *inj = malloc((size_t)flen * sizeof *inj);
+    for (int64_t e = 0; e < flen; e++) inj[e] = (float)((e * 29) % 31) / 31.0f - 0.5f;
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(gbtd_net_forward(nets[k], x, N, true, NULL), "fusion: training forward");
+        CHECK_OK(gbtd_net_loss(nets[k], y, 0.0f, NULL, NULL), "fusion: loss");
+        gbtd_net_zero_grad(nets[k]);
+        CHECK_OK(gbtd_net_add_value_grad(nets[k], first, inj, 0.5f), "fusion: injected gradient");
+        CHECK_OK(gbtd_net_backward(nets[k]), "fusion: backward");
+    }
+    CHECK(!memcmp(a.grads, b.grads, (size_t)a.nparams * sizeof(float)),
+          "fusion: with a gradient injected on a deferred output, gradients equal bit for bit");
+    free(inj);
     const float *la, *lb;
     CHECK_OK(gbtd_net_forward(&a, x, N, false, &la), "fusion: evaluation forward");
     CHECK_OK(gbtd_net_forward(&b, x, N, false, &lb), "fusion: evaluation forward");
