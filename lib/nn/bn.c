@@ -1,6 +1,7 @@
 /* gbtd nn: batch normalisation (training and evaluation, optionally fused with ReLU), OpenMP
- * over channels (dynamic schedule: channels are independent, so the result never depends on it).
- * Plane sums use eight float partial sums (vectorisable) added into doubles. */
+ * over blocks of channels (dynamic schedule: channels are independent, so the result never
+ * depends on it or on the block size). Plane sums use eight float partial sums (vectorisable)
+ * added into doubles. */
 #include <math.h>
 #include <stdint.h>
 
@@ -15,6 +16,27 @@
 #define BN_X86 1
 #include <immintrin.h>
 #endif
+
+/* The ReLU mask of a backward pass over one plane: none (y NULL, map 0), y > 0 (y the forward's
+ * output), or (map) x sc + sh > 0, recomputed from the input with the forward's affine map by the
+ * operations apply() did (a multiply, then an add): the same mask, without reading y. */
+typedef struct bn_mask {
+    const float *y;
+    int map;
+    float sc, sh;
+} bn_mask;
+
+/* The gate of element i: dy[i] where the mask lets it through, else 0. */
+static inline float gate_(const bn_mask *mk, const float *x, const float *dy, int64_t i)
+{
+    const float d = dy[i];
+    if (mk->y) return mk->y[i] > 0.0f ? d : 0.0f;
+    if (mk->map) {
+        const float v = x[i] * mk->sc + mk->sh;
+        return v > 0.0f ? d : 0.0f;
+    }
+    return d;
+}
 
 /* Eight-way partial sums let the compiler vectorise reductions without -ffast-math. */
 /* Sum of x - pivot over a plane (pivot 0: the plain sum). */
@@ -43,18 +65,27 @@ static float plane_sq_dev_generic(const float *x, int64_t len, float mu)
     return t;
 }
 
-/* Sums of dy and dy (x - mu) over one plane; dy masked by y > 0 when y is given. */
-static void plane_bwd_sums_generic(const float *x, const float *y, const float *dy, int64_t len,
-                                   float mu, double *sdy, double *sdyx)
+/* Sums of dy' and dy' (x - mu) over one plane, dy' = dy through the mask. */
+static void plane_bwd_sums_generic(const float *x, const bn_mask *mk, const float *dy,
+                                   int64_t len, float mu, double *sdy, double *sdyx)
 {
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
+    const float *y = mk->y;
     if (y) {
         for (; i + 8 <= len; i += 8)
             for (int j = 0; j < 8; j++) {
                 /* both loads unconditional, so the select vectorises (a blend, no branch) */
                 const float d = dy[i + j], yv = y[i + j];
                 const float g = yv > 0.0f ? d : 0.0f;
+                a[j] += g;
+                b[j] += g * (x[i + j] - mu);
+            }
+    } else if (mk->map) {
+        for (; i + 8 <= len; i += 8)
+            for (int j = 0; j < 8; j++) {
+                const float d = dy[i + j], v = x[i + j] * mk->sc + mk->sh;
+                const float g = v > 0.0f ? d : 0.0f;
                 a[j] += g;
                 b[j] += g * (x[i + j] - mu);
             }
@@ -68,7 +99,7 @@ static void plane_bwd_sums_generic(const float *x, const float *y, const float *
     float ta = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
     float tb = ((b[0] + b[1]) + (b[2] + b[3])) + ((b[4] + b[5]) + (b[6] + b[7]));
     for (; i < len; i++) {
-        const float g = (!y || y[i] > 0.0f) ? dy[i] : 0.0f;
+        const float g = gate_(mk, x, dy, i);
         ta += g;
         tb += g * (x[i] - mu);
     }
@@ -88,14 +119,13 @@ static void apply_generic(const float *x, float *y, int64_t len, float scale, fl
         for (int64_t i = 0; i < len; i++) y[i] = x[i] * scale + shift;
 }
 
-/* dx += a dy' + bx (x - mu) + k (set: dx = ...), dy' = dy masked by y > 0 when y is given. */
-static void plane_dx_generic(const float *xs, const float *ys, const float *ds, float *o,
+/* dx += a dy' + bx (x - mu) + k (set: dx = ...), dy' = dy through the mask. */
+static void plane_dx_generic(const float *xs, const bn_mask *mk, const float *ds, float *o,
                              int64_t len, float mu, float a, float bx, float k, int set)
 {
-    if (ys) {
+    if (mk->y || mk->map) {
         for (int64_t i = 0; i < len; i++) {
-            const float d = ds[i], yv = ys[i];
-            const float gd = yv > 0.0f ? d : 0.0f;
+            const float gd = gate_(mk, xs, ds, i);
             const float v = a * gd + bx * (xs[i] - mu) + k;
             o[i] = set ? v : o[i] + v;
         }
@@ -145,8 +175,23 @@ __attribute__((target("avx2,fma"))) static float plane_sq_dev_avx2(const float *
     return t;
 }
 
+/* Eight lanes of dy through the mask (xv: the same lanes of x). */
+__attribute__((target("avx2,fma"))) static inline __m256 gate_lanes_(const bn_mask *mk,
+                                                                     const float *dy, int64_t i,
+                                                                     __m256 xv)
+{
+    const __m256 z = _mm256_setzero_ps(), g = _mm256_loadu_ps(dy + i);
+    if (mk->y) return _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(mk->y + i), z, _CMP_GT_OQ));
+    if (mk->map) {
+        const __m256 v = _mm256_add_ps(_mm256_mul_ps(xv, _mm256_set1_ps(mk->sc)),
+                                       _mm256_set1_ps(mk->sh));
+        return _mm256_and_ps(g, _mm256_cmp_ps(v, z, _CMP_GT_OQ));
+    }
+    return g;
+}
+
 __attribute__((target("avx2,fma"))) static void plane_bwd_sums_avx2(const float *x,
-                                                                     const float *y,
+                                                                     const bn_mask *mk,
                                                                      const float *dy,
                                                                      int64_t len, float mu,
                                                                      double *sdy, double *sdyx)
@@ -155,14 +200,13 @@ __attribute__((target("avx2,fma"))) static void plane_bwd_sums_avx2(const float 
     __m256 a = z, b = z;
     int64_t i = 0;
     for (; i + 8 <= len; i += 8) {
-        __m256 g = _mm256_loadu_ps(dy + i);
-        if (y) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(y + i), z, _CMP_GT_OQ));
+        const __m256 xv = _mm256_loadu_ps(x + i), g = gate_lanes_(mk, dy, i, xv);
         a = _mm256_add_ps(a, g);
-        b = _mm256_add_ps(b, _mm256_mul_ps(g, _mm256_sub_ps(_mm256_loadu_ps(x + i), m)));
+        b = _mm256_add_ps(b, _mm256_mul_ps(g, _mm256_sub_ps(xv, m)));
     }
     float ta = lanes_sum(a), tb = lanes_sum(b);
     for (; i < len; i++) {
-        const float g = (!y || y[i] > 0.0f) ? dy[i] : 0.0f;
+        const float g = gate_(mk, x, dy, i);
         ta += g;
         tb += g * (x[i] - mu);
     }
@@ -199,22 +243,20 @@ __attribute__((target("avx2,fma"))) static void apply_avx2(const float *x, float
     }
 }
 
-/* Eight lanes of a dy' + bx (x - mu) + k, dy' = dy masked by y > 0 when y is given, in the
- * portable loop's order (separate multiplies and adds). */
+/* Eight lanes (from i) of a dy' + bx (x - mu) + k, dy' = dy through the mask, in the portable
+ * loop's order (separate multiplies and adds). */
 __attribute__((target("avx2,fma"))) static inline __m256 dx_lanes_(const float *xs,
-                                                                   const float *ys,
-                                                                   const float *ds, __m256 va,
-                                                                   __m256 vb, __m256 vk,
-                                                                   __m256 m)
+                                                                   const bn_mask *mk,
+                                                                   const float *ds, int64_t i,
+                                                                   __m256 va, __m256 vb,
+                                                                   __m256 vk, __m256 m)
 {
-    __m256 g = _mm256_loadu_ps(ds);
-    if (ys) g = _mm256_and_ps(g, _mm256_cmp_ps(_mm256_loadu_ps(ys), _mm256_setzero_ps(), _CMP_GT_OQ));
-    return _mm256_add_ps(
-        _mm256_add_ps(_mm256_mul_ps(va, g), _mm256_mul_ps(vb, _mm256_sub_ps(_mm256_loadu_ps(xs), m))),
-        vk);
+    const __m256 xv = _mm256_loadu_ps(xs + i), g = gate_lanes_(mk, ds, i, xv);
+    return _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(va, g), _mm256_mul_ps(vb, _mm256_sub_ps(xv, m))),
+                         vk);
 }
 
-__attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, const float *ys,
+__attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, const bn_mask *mk,
                                                                const float *ds, float *o,
                                                                int64_t len, float mu, float a,
                                                                float bx, float k, int set,
@@ -226,16 +268,17 @@ __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, c
     if (set && stream) {
         /* stored, not accumulated: non-temporal stores from the first 32-byte boundary */
         while (i < len && ((uintptr_t)(o + i) & 31u)) i++;
-        plane_dx_generic(xs, ys, ds, o, i, mu, a, bx, k, 1);
-        for (; i + 8 <= len; i += 8)
-            _mm256_stream_ps(o + i, dx_lanes_(xs + i, ys ? ys + i : NULL, ds + i, va, vb, vk, m));
+        plane_dx_generic(xs, mk, ds, o, i, mu, a, bx, k, 1);
+        for (; i + 8 <= len; i += 8) _mm256_stream_ps(o + i, dx_lanes_(xs, mk, ds, i, va, vb, vk, m));
     }
     for (; i + 8 <= len; i += 8) {
-        const __m256 v = dx_lanes_(xs + i, ys ? ys + i : NULL, ds + i, va, vb, vk, m);
+        const __m256 v = dx_lanes_(xs, mk, ds, i, va, vb, vk, m);
         _mm256_storeu_ps(o + i, set ? v : _mm256_add_ps(_mm256_loadu_ps(o + i), v));
     }
-    if (i < len)
-        plane_dx_generic(xs + i, ys ? ys + i : NULL, ds + i, o + i, len - i, mu, a, bx, k, set);
+    if (i < len) {
+        const bn_mask tail = {mk->y ? mk->y + i : NULL, mk->map, mk->sc, mk->sh};
+        plane_dx_generic(xs + i, &tail, ds + i, o + i, len - i, mu, a, bx, k, set);
+    }
 }
 #endif
 
@@ -255,16 +298,16 @@ static float plane_sq_dev(const float *x, int64_t len, float mu)
     return plane_sq_dev_generic(x, len, mu);
 }
 
-static void plane_bwd_sums(const float *x, const float *y, const float *dy, int64_t len, float mu,
-                           double *sdy, double *sdyx)
+static void plane_bwd_sums(const float *x, const bn_mask *mk, const float *dy, int64_t len,
+                           float mu, double *sdy, double *sdyx)
 {
 #ifdef BN_X86
     if (nn_have_avx2()) {
-        plane_bwd_sums_avx2(x, y, dy, len, mu, sdy, sdyx);
+        plane_bwd_sums_avx2(x, mk, dy, len, mu, sdy, sdyx);
         return;
     }
 #endif
-    plane_bwd_sums_generic(x, y, dy, len, mu, sdy, sdyx);
+    plane_bwd_sums_generic(x, mk, dy, len, mu, sdy, sdyx);
 }
 
 static void apply(const float *x, float *y, int64_t len, float scale, float shift, int relu,
@@ -293,17 +336,17 @@ static void stream_fence(int stream)
 #endif
 }
 
-static void plane_dx(const float *xs, const float *ys, const float *ds, float *o, int64_t len,
+static void plane_dx(const float *xs, const bn_mask *mk, const float *ds, float *o, int64_t len,
                      float mu, float a, float bx, float k, int set, int stream)
 {
 #ifdef BN_X86
     if (nn_have_avx2()) {
-        plane_dx_avx2(xs, ys, ds, o, len, mu, a, bx, k, set, stream);
+        plane_dx_avx2(xs, mk, ds, o, len, mu, a, bx, k, set, stream);
         return;
     }
 #endif
     (void)stream;
-    plane_dx_generic(xs, ys, ds, o, len, mu, a, bx, k, set);
+    plane_dx_generic(xs, mk, ds, o, len, mu, a, bx, k, set);
 }
 
 /* ---- blocks of channels ---------------------------------------------------------------------
@@ -393,7 +436,7 @@ static void eval_channel_(int64_t c, const float *gamma, const float *beta, floa
 static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
                          const float *gamma, const float *beta, float eps, float momentum,
                          float *running_mean, float *running_var, float *mean, float *rstd,
-                         float *y, int relu)
+                         float *y, int relu, float *map_scale, float *map_shift)
 {
     GBTD_CHECK(nn_bn_shape(fn, s));
     NN_NONNULL(fn, x);
@@ -413,6 +456,11 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
         float scale[BN_MAX_BLOCK], shift[BN_MAX_BLOCK];
         train_block_(s, c0, nc, x, gamma, beta, eps, momentum, running_mean, running_var, mean,
                      rstd, scale, shift);
+        if (map_scale && map_shift)
+            for (int64_t j = 0; j < nc; j++) {
+                map_scale[c0 + j] = scale[j];
+                map_shift[c0 + j] = shift[j];
+            }
         /* the last images' planes are the ones most likely still cached after the statistics:
          * the element-wise pass takes the images in reverse order (each output is computed
          * alone, so the order does not change it) */
@@ -599,8 +647,9 @@ void nn_bn_apply(const gbtd_bn_shape *s, const float *x, const float *scale, con
 }
 
 static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, const float *gamma,
-                    const float *mean, const float *rstd, const float *y, const float *dy,
-                    float *dx, float *dgamma, float *dbeta, int set)
+                    const float *mean, const float *rstd, const float *y, const float *msc,
+                    const float *msh, const float *dy, float *dx, float *dgamma, float *dbeta,
+                    int set)
 {
     GBTD_CHECK(nn_bn_shape(fn, s));
     NN_NONNULL(fn, x);
@@ -610,6 +659,7 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
     const int64_t N = s->n, C = s->c, HW = s->hw;
     const double m = (double)(N * HW);
     const int stream = set && dx && stream_out(N * C * HW);
+    const int map = !y && msc && msh;
     const int64_t cb = block_channels(s, y ? 3 : 2);
 #pragma omp parallel
     {
@@ -622,8 +672,9 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         for (int64_t n = 0; n < N; n++)
             for (int64_t j = 0; j < nc; j++) {
                 const int64_t off = (n * C + c0 + j) * HW;
-                plane_bwd_sums(x + off, y ? y + off : NULL, dy + off, HW, mean[c0 + j], &sdy[j],
-                               &sdyx[j]);
+                const bn_mask mk = {y ? y + off : NULL, map, map ? msc[c0 + j] : 0.0f,
+                                    map ? msh[c0 + j] : 0.0f};
+                plane_bwd_sums(x + off, &mk, dy + off, HW, mean[c0 + j], &sdy[j], &sdyx[j]);
             }
         for (int64_t j = 0; j < nc; j++) {
             const int64_t c = c0 + j;
@@ -641,8 +692,10 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         for (int64_t n = N - 1; n >= 0; n--) /* reverse: see forward_train */
             for (int64_t j = 0; j < nc; j++) {
                 const int64_t off = (n * C + c0 + j) * HW;
-                plane_dx(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mean[c0 + j], a[j],
-                         bx[j], k[j], set, stream);
+                const bn_mask mk = {y ? y + off : NULL, map, map ? msc[c0 + j] : 0.0f,
+                                    map ? msh[c0 + j] : 0.0f};
+                plane_dx(x + off, &mk, dy + off, dx + off, HW, mean[c0 + j], a[j], bx[j], k[j], set,
+                         stream);
             }
     }
     stream_fence(stream);
@@ -655,7 +708,7 @@ int gbtd_bn_forward_train(const gbtd_bn_shape *s, const float *x, const float *g
                           float *running_var, float *mean, float *rstd, float *y)
 {
     return forward_train("bn_forward_train", s, x, gamma, beta, eps, momentum, running_mean,
-                         running_var, mean, rstd, y, 0);
+                         running_var, mean, rstd, y, 0, NULL, NULL);
 }
 
 int gbtd_bn_relu_forward_train(const gbtd_bn_shape *s, const float *x, const float *gamma,
@@ -664,7 +717,7 @@ int gbtd_bn_relu_forward_train(const gbtd_bn_shape *s, const float *x, const flo
                                float *rstd, float *y)
 {
     return forward_train("bn_relu_forward_train", s, x, gamma, beta, eps, momentum, running_mean,
-                         running_var, mean, rstd, y, 1);
+                         running_var, mean, rstd, y, 1, NULL, NULL);
 }
 
 int gbtd_bn_forward_eval(const gbtd_bn_shape *s, const float *x, const float *gamma,
@@ -686,7 +739,8 @@ int gbtd_bn_backward(const gbtd_bn_shape *s, const float *x, const float *gamma,
                      const float *mean, const float *rstd, const float *dy, float *dx,
                      float *dgamma, float *dbeta)
 {
-    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, dy, dx, dgamma, dbeta, 0);
+    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, NULL, NULL, dy, dx, dgamma, dbeta,
+                    0);
 }
 
 int gbtd_bn_relu_backward(const gbtd_bn_shape *s, const float *x, const float *gamma,
@@ -694,14 +748,39 @@ int gbtd_bn_relu_backward(const gbtd_bn_shape *s, const float *x, const float *g
                           const float *dy, float *dx, float *dgamma, float *dbeta)
 {
     if (!y) return gbtd_error(GBTD_EINVAL, "bn_relu_backward: y is NULL");
-    return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, dy, dx, dgamma, dbeta, 0);
+    return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, NULL, NULL, dy, dx, dgamma,
+                    dbeta, 0);
 }
 
 int nn_bn_backward_set(const gbtd_bn_shape *s, const float *x, const float *gamma,
                        const float *mean, const float *rstd, const float *y, const float *dy,
                        float *dx, float *dgamma, float *dbeta, int set_dx)
 {
-    if (y) return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, dy, dx, dgamma, dbeta,
+    if (y)
+        return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, NULL, NULL, dy, dx, dgamma, dbeta,
                            set_dx);
-    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, dy, dx, dgamma, dbeta, set_dx);
+    return backward("bn_backward", s, x, gamma, mean, rstd, NULL, NULL, NULL, dy, dx, dgamma, dbeta,
+                    set_dx);
+}
+
+int nn_bn_relu_forward_train_map(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                                 const float *beta, float eps, float momentum,
+                                 float *running_mean, float *running_var, float *mean,
+                                 float *rstd, float *y, float *scale, float *shift)
+{
+    NN_NONNULL("bn_relu_forward_train", scale);
+    NN_NONNULL("bn_relu_forward_train", shift);
+    return forward_train("bn_relu_forward_train", s, x, gamma, beta, eps, momentum, running_mean,
+                         running_var, mean, rstd, y, 1, scale, shift);
+}
+
+int nn_bn_relu_backward_map(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                            const float *mean, const float *rstd, const float *scale,
+                            const float *shift, const float *dy, float *dx, float *dgamma,
+                            float *dbeta, int set_dx)
+{
+    NN_NONNULL("bn_relu_backward", scale);
+    NN_NONNULL("bn_relu_backward", shift);
+    return backward("bn_relu_backward", s, x, gamma, mean, rstd, NULL, scale, shift, dy, dx, dgamma,
+                    dbeta, set_dx);
 }

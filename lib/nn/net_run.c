@@ -32,7 +32,8 @@ struct gbtd_net_runtime {
      * (nn_bn_add_forward): its output is computed on demand (gbtd_net_value). */
     int *fuse_add;       /* per layer: the add a BN layer is deferred to (-1: not deferred) */
     bool *deferred;      /* per value: a deferred BN output, not computed in the last forward */
-    float *bn_map;       /* scale and shift per deferred BN layer, as used */
+    float *bn_map;       /* scale and shift per BN layer, as used (deferred ones, and the
+                          * ReLU ones' masks in the backward) */
     int nfused;          /* BN layers deferred in the last forward */
     int32_t *argmax;     /* max-pool caches */
     int64_t *am_off;     /* per layer offset into argmax (-1) */
@@ -383,8 +384,11 @@ static int forward_(gbtd_net *net, const float *x, int n, bool training, int las
             float *rm = net->state + L->mean, *rv = net->state + L->var;
             float *mean = rt->bn_cache + rt->bn_off[i], *rstd = mean + L->c_out;
             if (training) {
-                rc = L->relu ? gbtd_bn_relu_forward_train(&s, in, g, b, L->eps, L->momentum, rm,
-                                                          rv, mean, rstd, out)
+                /* with ReLU, the affine map is kept: the backward takes the mask from the input */
+                float *map = rt->bn_map + rt->bn_off[i];
+                rc = L->relu ? nn_bn_relu_forward_train_map(&s, in, g, b, L->eps, L->momentum, rm,
+                                                            rv, mean, rstd, out, map,
+                                                            map + L->c_out)
                              : gbtd_bn_forward_train(&s, in, g, b, L->eps, L->momentum, rm, rv,
                                                      mean, rstd, out);
             } else {
@@ -583,9 +587,13 @@ int gbtd_net_backward(gbtd_net *net)
         case GBTD_LAYER_BN: {
             gbtd_bn_shape s = {n, vi->c, (int64_t)vi->h * vi->w};
             const float *mean = rt->bn_cache + rt->bn_off[i], *rstd = mean + L->c_out;
-            rc = nn_bn_backward_set(&s, x, net->params + L->w, mean, rstd, L->relu ? y : NULL, dy,
-                                    dx, net->grads + L->w, net->grads + L->b,
-                                    dx && rt->zero_in[i]);
+            const float *map = rt->bn_map + rt->bn_off[i];
+            rc = L->relu ? nn_bn_relu_backward_map(&s, x, net->params + L->w, mean, rstd, map,
+                                                   map + L->c_out, dy, dx, net->grads + L->w,
+                                                   net->grads + L->b, dx && rt->zero_in[i])
+                         : nn_bn_backward_set(&s, x, net->params + L->w, mean, rstd, NULL, dy, dx,
+                                              net->grads + L->w, net->grads + L->b,
+                                              dx && rt->zero_in[i]);
             break;
         }
         case GBTD_LAYER_RELU:

@@ -64,6 +64,18 @@ typedef struct nn_bn_side {
  * read back. Bit for bit the values of the separate layers. */
 int nn_bn_add_forward(const gbtd_bn_shape *s, const nn_bn_side *a, const nn_bn_side *b,
                       int training, int relu, float *y);
+/* Batch norm + ReLU, training forward, that also stores each channel's affine map y = max(scale x
+ * + shift, 0) (C floats each); and the backward that takes the ReLU mask from x through that map
+ * (the float operations of the forward: the same mask as y > 0) instead of reading y. Bit for bit
+ * gbtd_bn_relu_forward_train / nn_bn_backward_set with y. */
+int nn_bn_relu_forward_train_map(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                                 const float *beta, float eps, float momentum,
+                                 float *running_mean, float *running_var, float *mean,
+                                 float *rstd, float *y, float *scale, float *shift);
+int nn_bn_relu_backward_map(const gbtd_bn_shape *s, const float *x, const float *gamma,
+                            const float *mean, const float *rstd, const float *scale,
+                            const float *shift, const float *dy, float *dx, float *dgamma,
+                            float *dbeta, int set_dx);
 /* y = scale[c] x + shift[c] per channel: a deferred batch norm's output. */
 void nn_bn_apply(const gbtd_bn_shape *s, const float *x, const float *scale, const float *shift,
                  float *y);

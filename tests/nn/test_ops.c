@@ -1010,6 +1010,82 @@ static void bn_channel_blocks(void)
     free(x); free(x2); free(g); free(b); free(dy); free(rm); free(rv);
 }
 
+/* ---- ReLU mask from the input -------------------------------------------------------------
+ * The network's batch norm + ReLU keeps each channel's affine map and takes the backward's mask
+ * from x through it instead of reading y: the same outputs, statistics and gradients as the
+ * y-masked pair, bit for bit, the map being the one applied (y = max(x scale + shift, 0) exactly
+ * as floats), with exact zeros on the kink (planes whose values cancel in pairs: mean 0 and,
+ * with beta 0, shift 0, so x = 0 gives 0 before the ReLU). */
+static void bn_relu_map(void)
+{
+    gbtd_bn_shape s = {5, 9, 48}; /* planes of whole 16-float pairs of eight-lane groups */
+    const int64_t len = s.n * s.c * s.hw, C = s.c;
+    float *x = fvec(len, -2, 2), *g = fvec(C, 0.5, 1.5), *b = fvec(C, -0.5, 0.5);
+    float *dy = fvec(len, -1, 1);
+    for (int64_t p = 0; p < s.n * C; p++) { /* channels 0-2: exact zeros on the kink */
+        if (p % C > 2) continue;
+        float *pl = x + p * s.hw;
+        for (int64_t i = 0; i < s.hw; i += 16)
+            for (int j = 0; j < 8; j++) pl[i + 8 + j] = -pl[i + j];
+        pl[3] = pl[11] = 0.0f;
+    }
+    for (int64_t c = 0; c < 3; c++) b[c] = 0.0f;
+    for (int threads = 1; threads <= 2; threads++) {
+        gbtd_set_threads(threads);
+        float *y[2], *mean[2], *rstd[2], *rm[2], *rv[2], *dx[2][2], *dg[2], *db[2];
+        float *sc = fzeros(C), *sh = fzeros(C);
+        for (int v = 0; v < 2; v++) {
+            y[v] = fzeros(len), mean[v] = fzeros(C), rstd[v] = fzeros(C);
+            rm[v] = fzeros(C), rv[v] = fzeros(C), dg[v] = fzeros(C), db[v] = fzeros(C);
+            dx[v][0] = fzeros(len);
+            dx[v][1] = fvec(len, -1, 1);
+        }
+        memcpy(dx[1][1], dx[0][1], sizeof(float) * (size_t)len);
+        CHECK_OK(gbtd_bn_relu_forward_train(&s, x, g, b, 1e-5f, 0.1f, rm[0], rv[0], mean[0],
+                                            rstd[0], y[0]),
+                 "relu map: forward runs");
+        CHECK_OK(nn_bn_relu_forward_train_map(&s, x, g, b, 1e-5f, 0.1f, rm[1], rv[1], mean[1],
+                                              rstd[1], y[1], sc, sh),
+                 "relu map: forward with the map runs");
+        for (int set = 1; set >= 0; set--) {
+            CHECK_OK(nn_bn_backward_set(&s, x, g, mean[0], rstd[0], y[0], dy, dx[0][set], dg[0],
+                                        db[0], set),
+                     "relu map: backward (mask y > 0) runs");
+            CHECK_OK(nn_bn_relu_backward_map(&s, x, g, mean[1], rstd[1], sc, sh, dy, dx[1][set],
+                                             dg[1], db[1], set),
+                     "relu map: backward (mask from x) runs");
+        }
+        int64_t bad = 0, kink = 0, mapped = 0;
+        for (int64_t i = 0; i < len; i++) {
+            bad += !(y[0][i] == y[1][i]) + !(dx[0][0][i] == dx[1][0][i]) +
+                   !(dx[0][1][i] == dx[1][1][i]);
+            const int64_t c = (i / s.hw) % C;
+            const float v = x[i] * sc[c] + sh[c];
+            mapped += !((v > 0.0f ? v : 0.0f) == y[1][i]);
+            kink += v == 0.0f;
+        }
+        for (int64_t c = 0; c < C; c++)
+            bad += !(mean[0][c] == mean[1][c]) + !(rstd[0][c] == rstd[1][c]) +
+                   !(rm[0][c] == rm[1][c]) + !(rv[0][c] == rv[1][c]) + !(dg[0][c] == dg[1][c]) +
+                   !(db[0][c] == db[1][c]);
+        char name[160];
+        snprintf(name, sizeof name, "relu map, %d thread(s): the map is the one applied", threads);
+        CHECK(mapped == 0, name);
+        snprintf(name, sizeof name, "relu map, %d thread(s): %lld values on the kink", threads,
+                 (long long)kink);
+        CHECK(kink >= 2 * s.n * 3, name);
+        snprintf(name, sizeof name, "relu map, %d thread(s): forward, statistics, dx (stored and "
+                 "added), dgamma, dbeta equal the y-masked ones bit for bit", threads);
+        CHECK(bad == 0, name);
+        for (int v = 0; v < 2; v++) {
+            free(y[v]); free(mean[v]); free(rstd[v]); free(rm[v]); free(rv[v]); free(dg[v]);
+            free(db[v]); free(dx[v][0]); free(dx[v][1]);
+        }
+        free(sc); free(sh);
+    }
+    free(x); free(g); free(b); free(dy);
+}
+
 /* ---- non-temporal stores ------------------------------------------------------------------
  * Batch norm and the residual add write large outputs with streaming stores (nn_stream_bytes).
  * With the threshold at 0 every output streams: the values must equal the plain stores' bit for
@@ -1124,6 +1200,7 @@ int main(void)
     store_mode();
     streaming_stores();
     bn_channel_blocks();
+    bn_relu_map();
     errors();
     gbtd_rng_free(rng);
     return check_finish();
