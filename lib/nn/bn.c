@@ -66,9 +66,10 @@ static float plane_sq_dev_generic(const float *x, int64_t len, float mu)
 }
 
 /* Sums of dy' and dy' (x - mu) over one plane, dy' = dy through the mask. */
-static void plane_bwd_sums_generic(const float *x, const bn_mask *mk, const float *dy,
+static void plane_bwd_sums_generic(const float *x, const bn_mask *mk0, const float *dy,
                                    int64_t len, float mu, double *sdy, double *sdyx)
 {
+    const bn_mask mask = *mk0, *mk = &mask;
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = 0;
     const float *y = mk->y;
@@ -120,9 +121,11 @@ static void apply_generic(const float *x, float *y, int64_t len, float scale, fl
 }
 
 /* dx += a dy' + bx (x - mu) + k (set: dx = ...), dy' = dy through the mask. */
-static void plane_dx_generic(const float *xs, const bn_mask *mk, const float *ds, float *o,
+static void plane_dx_generic(const float *xs, const bn_mask *mk0, const float *ds, float *o,
                              int64_t len, float mu, float a, float bx, float k, int set)
 {
+    /* a local copy: the stores to o could otherwise alias the mask's fields */
+    const bn_mask mask = *mk0, *mk = &mask;
     if (mk->y || mk->map) {
         for (int64_t i = 0; i < len; i++) {
             const float gd = gate_(mk, xs, ds, i);
@@ -191,11 +194,12 @@ __attribute__((target("avx2,fma"))) static inline __m256 gate_lanes_(const bn_ma
 }
 
 __attribute__((target("avx2,fma"))) static void plane_bwd_sums_avx2(const float *x,
-                                                                     const bn_mask *mk,
+                                                                     const bn_mask *mk0,
                                                                      const float *dy,
                                                                      int64_t len, float mu,
                                                                      double *sdy, double *sdyx)
 {
+    const bn_mask mask = *mk0, *mk = &mask;
     const __m256 m = _mm256_set1_ps(mu), z = _mm256_setzero_ps();
     __m256 a = z, b = z;
     int64_t i = 0;
@@ -252,16 +256,18 @@ __attribute__((target("avx2,fma"))) static inline __m256 dx_lanes_(const float *
                                                                    __m256 vk, __m256 m)
 {
     const __m256 xv = _mm256_loadu_ps(xs + i), g = gate_lanes_(mk, ds, i, xv);
-    return _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(va, g), _mm256_mul_ps(vb, _mm256_sub_ps(xv, m))),
-                         vk);
+    const __m256 t = _mm256_add_ps(_mm256_mul_ps(va, g), _mm256_mul_ps(vb, _mm256_sub_ps(xv, m)));
+    return _mm256_add_ps(t, vk);
 }
 
-__attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, const bn_mask *mk,
+__attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs,
+                                                               const bn_mask *mk0,
                                                                const float *ds, float *o,
                                                                int64_t len, float mu, float a,
                                                                float bx, float k, int set,
                                                                int stream)
 {
+    const bn_mask mask = *mk0, *mk = &mask; /* see plane_dx_generic */
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(bx), vk = _mm256_set1_ps(k);
     const __m256 m = _mm256_set1_ps(mu);
     int64_t i = 0;
@@ -269,7 +275,8 @@ __attribute__((target("avx2,fma"))) static void plane_dx_avx2(const float *xs, c
         /* stored, not accumulated: non-temporal stores from the first 32-byte boundary */
         while (i < len && ((uintptr_t)(o + i) & 31u)) i++;
         plane_dx_generic(xs, mk, ds, o, i, mu, a, bx, k, 1);
-        for (; i + 8 <= len; i += 8) _mm256_stream_ps(o + i, dx_lanes_(xs, mk, ds, i, va, vb, vk, m));
+        for (; i + 8 <= len; i += 8)
+            _mm256_stream_ps(o + i, dx_lanes_(xs, mk, ds, i, va, vb, vk, m));
     }
     for (; i + 8 <= len; i += 8) {
         const __m256 v = dx_lanes_(xs, mk, ds, i, va, vb, vk, m);
@@ -453,14 +460,12 @@ static int forward_train(const char *fn, const gbtd_bn_shape *s, const float *x,
 #pragma omp for schedule(dynamic, 1) nowait
     for (int64_t c0 = 0; c0 < C; c0 += cb) {
         const int64_t nc = C - c0 < cb ? C - c0 : cb;
-        float scale[BN_MAX_BLOCK], shift[BN_MAX_BLOCK];
+        float sc_own[BN_MAX_BLOCK], sh_own[BN_MAX_BLOCK];
+        /* the affine maps go straight to the caller's map when it keeps one */
+        float *scale = map_scale ? map_scale + c0 : sc_own;
+        float *shift = map_shift ? map_shift + c0 : sh_own;
         train_block_(s, c0, nc, x, gamma, beta, eps, momentum, running_mean, running_var, mean,
                      rstd, scale, shift);
-        if (map_scale && map_shift)
-            for (int64_t j = 0; j < nc; j++) {
-                map_scale[c0 + j] = scale[j];
-                map_shift[c0 + j] = shift[j];
-            }
         /* the last images' planes are the ones most likely still cached after the statistics:
          * the element-wise pass takes the images in reverse order (each output is computed
          * alone, so the order does not change it) */
@@ -646,6 +651,16 @@ void nn_bn_apply(const gbtd_bn_shape *s, const float *x, const float *scale, con
     }
 }
 
+/* The mask of the plane at offset off of channel c: y > 0 (y given), the map's x sc + sh > 0 (msc
+ * and msh given), or none. */
+static inline bn_mask mask_at_(const float *y, const float *msc, const float *msh, int64_t c,
+                               int64_t off)
+{
+    const int map = !y && msc && msh;
+    const bn_mask mk = {y ? y + off : NULL, map, map ? msc[c] : 0.0f, map ? msh[c] : 0.0f};
+    return mk;
+}
+
 static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, const float *gamma,
                     const float *mean, const float *rstd, const float *y, const float *msc,
                     const float *msh, const float *dy, float *dx, float *dgamma, float *dbeta,
@@ -659,7 +674,6 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
     const int64_t N = s->n, C = s->c, HW = s->hw;
     const double m = (double)(N * HW);
     const int stream = set && dx && stream_out(N * C * HW);
-    const int map = !y && msc && msh;
     const int64_t cb = block_channels(s, y ? 3 : 2);
 #pragma omp parallel
     {
@@ -672,8 +686,7 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         for (int64_t n = 0; n < N; n++)
             for (int64_t j = 0; j < nc; j++) {
                 const int64_t off = (n * C + c0 + j) * HW;
-                const bn_mask mk = {y ? y + off : NULL, map, map ? msc[c0 + j] : 0.0f,
-                                    map ? msh[c0 + j] : 0.0f};
+                const bn_mask mk = mask_at_(y, msc, msh, c0 + j, off);
                 plane_bwd_sums(x + off, &mk, dy + off, HW, mean[c0 + j], &sdy[j], &sdyx[j]);
             }
         for (int64_t j = 0; j < nc; j++) {
@@ -692,8 +705,7 @@ static int backward(const char *fn, const gbtd_bn_shape *s, const float *x, cons
         for (int64_t n = N - 1; n >= 0; n--) /* reverse: see forward_train */
             for (int64_t j = 0; j < nc; j++) {
                 const int64_t off = (n * C + c0 + j) * HW;
-                const bn_mask mk = {y ? y + off : NULL, map, map ? msc[c0 + j] : 0.0f,
-                                    map ? msh[c0 + j] : 0.0f};
+                const bn_mask mk = mask_at_(y, msc, msh, c0 + j, off);
                 plane_dx(x + off, &mk, dy + off, dx + off, HW, mean[c0 + j], a[j], bx[j], k[j], set,
                          stream);
             }
@@ -757,8 +769,8 @@ int nn_bn_backward_set(const gbtd_bn_shape *s, const float *x, const float *gamm
                        float *dx, float *dgamma, float *dbeta, int set_dx)
 {
     if (y)
-        return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, NULL, NULL, dy, dx, dgamma, dbeta,
-                           set_dx);
+        return backward("bn_relu_backward", s, x, gamma, mean, rstd, y, NULL, NULL, dy, dx, dgamma,
+                        dbeta, set_dx);
     return backward("bn_backward", s, x, gamma, mean, rstd, NULL, NULL, NULL, dy, dx, dgamma, dbeta,
                     set_dx);
 }
