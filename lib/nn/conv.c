@@ -55,25 +55,6 @@ static int wino_enabled(void)
     return !(off && off[0] && !(off[0] == '0' && off[1] == 0));
 }
 
-/* Which path suits a dense 3x3 convolution depends on the vector width. With AVX-512 the
- * register-blocked phase-plane kernels and Winograd beat im2col + OpenBLAS (the measurements
- * above). With AVX2 only, where OpenBLAS's kernels run near the FMA peak even on small maps,
- * they lose to it (measured on an AMD EPYC (Zen 3), 2 threads, batch 128, forward / backward
- * time of im2col + OpenBLAS against phase planes: 16 channels on 28x28 0.79 / 0.88, 32 on 14x14
- * 0.64 / 0.65, 64 on 7x7 0.60 / 0.53, 128 on 7x7 0.44 / 0.39, 64 > 64 stride 2 from 28x28
- * 0.56 / 0.55; against Winograd: 64 on 14x14 0.71 / 0.84, 128 on 14x14 0.63 / 0.66, 32 on
- * 28x28 0.91 / 1.07). So on such CPUs dense convolutions stay with OpenBLAS; grouped ones keep
- * the phase planes (32 groups of 4 channels: 0.5x the time of per-group GEMMs). The rule
- * follows the AVX-512 kernels (GBTD_NN_NO_AVX512 set selects the AVX2 rule too);
- * GBTD_NN_CONV_RULE=wide or narrow forces one rule whatever the CPU (the tests run both). */
-static int wide_rule(void)
-{
-    const char *r = getenv("GBTD_NN_CONV_RULE");
-    if (r && strcmp(r, "wide") == 0) return 1;
-    if (r && strcmp(r, "narrow") == 0) return 0;
-    return nn_have_avx512vl();
-}
-
 static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
 {
     GBTD_CHECK(nn_conv_shape(fn, s0, &p->s));
@@ -92,13 +73,10 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
      * 64; at 128 on 7x7 maps 1.18x forward, 1.02x backward against the batched OpenBLAS path, 2
      * threads, batch 128). Dense 1x1 convolutions stay plain GEMMs, on the subsampled input at
      * stride 2 (1.3x faster than phase planes at 32-64 channels, 1.4x at 128). */
-    const int wide = wide_rule();
-    p->wino = wide &&
-              ((s->c_in >= NN_WINO_CHANNELS && p->hwo >= NN_WINO_MIN_PIXELS) ||
+    p->wino = ((s->c_in >= NN_WINO_CHANNELS && p->hwo >= NN_WINO_MIN_PIXELS) ||
                (2 * s->c_in >= NN_WINO_CHANNELS && p->hwo >= NN_WINO_WIDE_PIXELS)) &&
               nn_wino_per_thread(s) > 0 && wino_enabled();
-    p->phase_grp = (s->groups > 1 || (wide && s->c_in <= 128 && s->kh * s->kw > 1)) &&
-                   !p->depthwise &&
+    p->phase_grp = (s->groups > 1 || (s->c_in <= 128 && s->kh * s->kw > 1)) && !p->depthwise &&
                    !p->direct && !p->wino && nn_grp_per_thread(s) > 0;
     p->batched = s->groups == 1 && !p->phase_grp && !p->wino && !p->depthwise &&
                  p->hwo < NN_CHUNK_COLS / 5 &&

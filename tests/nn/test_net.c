@@ -581,7 +581,6 @@ static void bn_add_fusion_(void)
     for (int i = 0; i < N * 3 * 64; i++) x[i] = (float)((i * 53) % 97) / 40.0f - 1.2f;
     for (int i = 0; i < N; i++) y[i] = i % 4;
     gbtd_set_threads(2);
-    setenv("GBTD_NN_CONV_RULE", "wide", 1); /* Winograd on any CPU (conv.c, wide_rule) */
     gbtd_net *nets[2] = {&a, &b};
     for (int k = 0; k < 2; k++) {
         if (k) setenv("GBTD_NN_NO_FUSE", "1", 1); /* read when b's buffers are allocated */
@@ -682,7 +681,6 @@ static void winograd_net_(void)
         CHECK_OK(gbtd_net_backward(nets[k]), "winograd net: backward");
     }
     unsetenv("GBTD_NN_NO_WINOGRAD");
-    unsetenv("GBTD_NN_CONV_RULE");
     const double dl = rel_diff_(la, logits[1], N * 4);
     const double dg = rel_diff_(a.grads, b.grads, (size_t)a.nparams);
     printf("winograd net: logits differ by %.2e, gradients by %.2e (relative 2-norm)\n", dl, dg);

@@ -387,8 +387,7 @@ static void conv_dw_cases(void)
  * 4 max|dy|, |B^T x B| <= 4 max|x|, the rows of G^T sum to 2: terms up to 64 n ltp max|dy|
  * max|x| over L = n ltp + T + 16 (ltp <= (h/2 + 1)(w/2 + 2) tiles per image, T threads). The
  * result must also differ from the direct path's (GBTD_NN_NO_WINOGRAD=1), or Winograd did not
- * run. The wide path rule is forced (GBTD_NN_CONV_RULE=wide): on CPUs without AVX-512 the
- * library leaves Winograd off, but its AVX2 kernels are checked here all the same. */
+ * run. */
 static double vmax_abs(const float *v, int64_t n)
 {
     double m = 0.0;
@@ -427,8 +426,6 @@ static void conv_wino_case(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k
     memcpy(dwd, dw, sizeof(float) * (size_t)nw);
     const double mx = vmax_abs(x, nx), mw = vmax_abs(wt, nw), mdy = vmax_abs(dy, ny);
     const double mb = b ? vmax_abs(b, k) : 0.0;
-    /* Winograd is the AVX-512 machines' path: take it on any CPU (conv.c, wide_rule) */
-    setenv("GBTD_NN_CONV_RULE", "wide", 1);
     /* the workspace for both paths (the direct one may need more or less) */
     setenv("GBTD_NN_NO_WINOGRAD", "1", 1);
     const size_t wl0 = gbtd_conv2d_workspace_size(&s, 0);
@@ -461,7 +458,6 @@ static void conv_wino_case(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k
     CHECK(memcmp(y, yd, sizeof(float) * (size_t)ny) != 0 &&
               memcmp(dx, dxd, sizeof(float) * (size_t)nx) != 0 &&
               memcmp(dw, dwd, sizeof(float) * (size_t)nw) != 0, name);
-    unsetenv("GBTD_NN_CONV_RULE");
     free(x); free(wt); free(b); free(dy); free(y); free(yr); free(yd); free(dx); free(dw);
     free(dxr); free(dwr); free(dxd); free(dwd); free(ws);
 }
