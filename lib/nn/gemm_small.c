@@ -8,6 +8,21 @@
 #include <immintrin.h>
 #endif
 
+/* The register-block kernels keep their accumulators in small arrays indexed by the row and
+ * vector loops. GCC left those arrays on the stack, loading them before the K loop and storing
+ * every accumulator back after each FMA inside it (12 stores per 12 FMAs: 40 % of the FMA peak
+ * on an AMD EPYC, Zen 3), unless the row and vector loops are unrolled before its loop
+ * optimisations run; "GCC unroll" asks for exactly that (the loops have literal trip counts at
+ * every call). Measured (one core, operands in cache, 3x3 taps of 16 channels on 28x28): 35 ->
+ * 66 GF/s for one block of 6 rows, 36 -> 62 GF/s for 16 rows; OpenBLAS on the same product as
+ * an explicit im2col matrix: 24 and 53 GF/s. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NN_UNROLL(n) _Pragma(NN_STR_(GCC unroll n))
+#define NN_STR_(x) #x
+#else
+#define NN_UNROLL(n)
+#endif
+
 static void nn_generic(int64_t M, int64_t N, int64_t K, const float *A, int64_t ars, int64_t acs,
                        const float *B, int64_t ldb, float *C, int64_t ldc, int beta0)
 {
@@ -142,7 +157,9 @@ conv_block(const int MR, const int NV, int64_t K1, int64_t K2, const float *A, i
            const float *B, int64_t bstride, const int64_t *boff, float *C, int64_t ldc, int beta0)
 {
     __m256 acc[6][4];
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++)
             acc[r][v] = beta0 ? _mm256_setzero_ps() : _mm256_loadu_ps(C + r * ldc + 8 * v);
     for (int64_t k1 = 0; k1 < K1; k1++) {
@@ -150,14 +167,19 @@ conv_block(const int MR, const int NV, int64_t K1, int64_t K2, const float *A, i
         for (int64_t k2 = 0; k2 < K2; k2++) {
             const float *b = bk + boff[k2];
             __m256 bv[4];
+            NN_UNROLL(8)
             for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+            NN_UNROLL(8)
             for (int r = 0; r < MR; r++) {
                 const __m256 a = _mm256_broadcast_ss(ak + r * lda + k2);
+                NN_UNROLL(8)
                 for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(a, bv[v], acc[r][v]);
             }
         }
     }
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(C + r * ldc + 8 * v, acc[r][v]);
 }
 
@@ -197,7 +219,9 @@ conv_block16(const int MR, const int NV, int64_t K1, int64_t K2, const float *A,
              int beta0)
 {
     __m512 acc[8][3];
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++)
             acc[r][v] = beta0 ? _mm512_setzero_ps() : _mm512_loadu_ps(C + r * ldc + 16 * v);
     for (int64_t k1 = 0; k1 < K1; k1++) {
@@ -205,14 +229,19 @@ conv_block16(const int MR, const int NV, int64_t K1, int64_t K2, const float *A,
         for (int64_t k2 = 0; k2 < K2; k2++) {
             const float *b = bk + boff[k2];
             __m512 bv[3];
+            NN_UNROLL(8)
             for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(b + 16 * v);
+            NN_UNROLL(8)
             for (int r = 0; r < MR; r++) {
                 const __m512 a = _mm512_set1_ps(ak[r * lda + k2]);
+                NN_UNROLL(8)
                 for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
             }
         }
     }
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++) _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
 }
 
@@ -366,17 +395,24 @@ tn_block16(const int MR, const int NV, const float *const *a, int64_t K, const f
            int64_t ldb, float *C, int64_t ldc)
 {
     __m512 acc[8][2];
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k++) {
         __m512 bv[2];
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++) bv[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
+        NN_UNROLL(8)
         for (int r = 0; r < MR; r++) {
             const __m512 av = _mm512_set1_ps(a[r][k]);
+            NN_UNROLL(8)
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
         }
     }
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++)
             _mm512_storeu_ps(C + r * ldc + 16 * v,
                              _mm512_add_ps(_mm512_loadu_ps(C + r * ldc + 16 * v), acc[r][v]));
@@ -387,17 +423,24 @@ tn_block8(const int MR, const int NV, const float *const *a, int64_t K, const fl
           int64_t ldb, float *C, int64_t ldc)
 {
     __m256 acc[8][2];
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
     for (int64_t k = 0; k < K; k++) {
         __m256 bv[2];
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
+        NN_UNROLL(8)
         for (int r = 0; r < MR; r++) {
             const __m256 av = _mm256_broadcast_ss(a[r] + k);
+            NN_UNROLL(8)
             for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
         }
     }
+    NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
         for (int v = 0; v < NV; v++)
             _mm256_storeu_ps(C + r * ldc + 8 * v,
                              _mm256_add_ps(_mm256_loadu_ps(C + r * ldc + 8 * v), acc[r][v]));

@@ -4,7 +4,10 @@
  * as ordinary torch.nn modules (shared weights = the same module reused), on the same weights
  * and inputs. Checked: logits of a training-mode forward, the input gradient and every
  * parameter gradient for a given d loss / d logits, the running statistics after the step, and
- * eval-mode logits. The reference runs in float64.
+ * eval-mode logits. The reference runs in float64. ReLU kinks: gbtd's masks of its training
+ * forward go to the reference, whose backward takes them for pre-activations within 1e-4 of 0
+ * (a float32 rounding can put such a value on the other side; one such element moves a bias
+ * gradient by ~1e-2) and must match them everywhere else (torch_net.py, "ReLU kinks").
  *
  * usage: test_net_torch PYTHON SCRIPT [SHARED_DATA_DIR]   (exit 77 when PyTorch is missing) */
 #include <stdio.h>
@@ -95,6 +98,42 @@ static const double *ref_get_(const ref_set *s, const char *name, int64_t n, dou
     return NULL;
 }
 
+/* gbtd's ReLU masks of the last training forward (1 where the pre-activation was > 0: the
+ * output is > 0), one tensor "mask.<key>" per ReLU, key = the batch norm's module name or
+ * "layerS.U.add" for the ReLU after a unit's residual add. Returns the number written, -1 when
+ * a ReLU's output was not kept. */
+static int put_masks_(const gbtd_net *net, int batch, FILE *ft, FILE *fb)
+{
+    int count = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        const gbtd_layer *l = &net->layers[i];
+        if (!l->relu || (l->kind != GBTD_LAYER_BN && l->kind != GBTD_LAYER_ADD)) continue;
+        char key[GBTD_NET_NAME_LEN + 8];
+        if (l->kind == GBTD_LAYER_BN) {
+            snprintf(key, sizeof key, "mask.%s", l->name);
+        } else {
+            /* the unit: the first two components of the name of a layer feeding the add */
+            const int pa = net->values[l->in].producer, pb = net->values[l->in2].producer;
+            const char *nm = pa >= 0 && net->layers[pa].name[0] ? net->layers[pa].name
+                             : pb >= 0 ? net->layers[pb].name : "";
+            const char *dot = strchr(nm, '.');
+            dot = dot ? strchr(dot + 1, '.') : NULL;
+            if (!dot) return -1;
+            snprintf(key, sizeof key, "mask.%.*s.add", (int)(dot - nm), nm);
+        }
+        const gbtd_value *v = &net->values[l->out];
+        const int64_t n = (int64_t)batch * v->c * v->h * v->w;
+        const float *y = gbtd_net_value(net, l->out);
+        if (!y) return -1;
+        float *m = malloc((size_t)n * sizeof(float));
+        for (int64_t j = 0; j < n; j++) m[j] = y[j] > 0.0f ? 1.0f : 0.0f;
+        put_(ft, fb, key, 1, &n, m);
+        free(m);
+        count++;
+    }
+    return count;
+}
+
 static int run_case_(const char *python, const char *script, const char *spec, int batch)
 {
     char dir[] = "/tmp/gbtd_net_torch_XXXXXX";
@@ -136,6 +175,16 @@ static int run_case_(const char *python, const char *script, const char *spec, i
     }
     put_(ft, fb, "x", 4, xs, x);
     put_(ft, fb, "dlogits", 2, ls, dl);
+
+    /* gbtd's training forward first (its ReLU masks go to the reference, torch_net.py) */
+    gbtd_net_want_input_grad(&net, true);
+    const float *lg = NULL;
+    CHECK_OK(gbtd_net_forward(&net, x, batch, true, &lg), "forward (training)");
+    float *lg_copy = malloc((size_t)nout * sizeof(float));
+    memcpy(lg_copy, lg, (size_t)nout * sizeof(float));
+    int masks = put_masks_(&net, batch, ft, fb);
+    snprintf(label, sizeof label, "%s: every ReLU's mask read (%d)", spec, masks);
+    CHECK(masks > 0, label);
     fclose(ft);
     fclose(fb);
     /* torch's import prints NumPy-ABI warnings on stderr: kept in a file, shown on failure */
@@ -145,12 +194,7 @@ static int run_case_(const char *python, const char *script, const char *spec, i
     snprintf(label, sizeof label, "%s: PyTorch reference ran (names and shapes match)", spec);
     CHECK(sys == 0, label);
 
-    /* gbtd: training forward, backward of the same dlogits */
-    gbtd_net_want_input_grad(&net, true);
-    const float *lg = NULL;
-    CHECK_OK(gbtd_net_forward(&net, x, batch, true, &lg), "forward (training)");
-    float *lg_copy = malloc((size_t)nout * sizeof(float));
-    memcpy(lg_copy, lg, (size_t)nout * sizeof(float));
+    /* gbtd: backward of the same dlogits */
     gbtd_net_zero_grad(&net);
     CHECK_OK(gbtd_net_set_dlogits(&net, dl), "set dlogits");
     CHECK_OK(gbtd_net_backward(&net), "backward");
@@ -169,6 +213,13 @@ static int run_case_(const char *python, const char *script, const char *spec, i
          * relative to the terms that carry the rounding. Forward: ~10 layers' worth of
          * sqrt(1152) * 6e-8 = 2e-6 -> 2e-5; gradients: 5x that -> 1e-4 (observed: <= 1e-5). */
         const double tol_fwd = 2e-5, tol_grad = 1e-4;
+        snprintf(label, sizeof label, "%s: ReLU masks equal the reference's outside the kink "
+                 "band (%s)", spec, "torch_net.py");
+        const int kinks_ok = ref_get_(&ref, "kinks", 2, &r) != NULL;
+        CHECK(kinks_ok && r[1] == 0, label);
+        if (kinks_ok)
+            printf("%s: %.0f pre-activation(s) within 1e-4 of the kink on the other side in "
+                   "float32, %.0f outside\n", spec, r[0], r[1]);
         snprintf(label, sizeof label, "%s: logits (train mode) rel. error", spec);
         CHECK_LE(ref_get_(&ref, "logits", nout, &r) ? rel_err_(lg_copy, r, nout) : 1e9, tol_fwd,
                  label);
