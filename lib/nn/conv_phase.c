@@ -428,10 +428,10 @@ __attribute__((target("avx2,fma"))) static void pack_x_s2_avx2(const dw_geom *g,
         int64_t k = 0;
         for (; 2 * k + 16 <= g->w; k += 8) {
             const __m256 v0 = _mm256_loadu_ps(xr + 2 * k), v1 = _mm256_loadu_ps(xr + 2 * k + 8);
-            const __m256 e = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
-            const __m256 o = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
-            _mm256_storeu_ps(ev + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
-            _mm256_storeu_ps(od + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+            const __m256d e = _mm256_castps_pd(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0)));
+            const __m256d o = _mm256_castps_pd(_mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)));
+            _mm256_storeu_ps(ev + k, _mm256_castpd_ps(_mm256_permute4x64_pd(e, 0xD8)));
+            _mm256_storeu_ps(od + k, _mm256_castpd_ps(_mm256_permute4x64_pd(o, 0xD8)));
         }
         for (int64_t j = 2 * k; j < g->w; j += 2) {
             ev[j / 2] = xr[j];
@@ -457,7 +457,8 @@ __attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_g
             const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
             const __m256 v0 = _mm256_permute2f128_ps(lo, hi, 0x20);
             const __m256 v1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-            _mm256_storeu_ps(dst + 2 * k, _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k), v0));
+            _mm256_storeu_ps(dst + 2 * k,
+                             _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k), v0));
             _mm256_storeu_ps(dst + 2 * k + 8,
                              _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k + 8), v1));
         }
