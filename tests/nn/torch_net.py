@@ -89,6 +89,11 @@ def relu(z, key):
     return KinkReLU.apply(z, key)
 
 
+def bn_relu(b, x):
+    """relu(b(x)) keyed by the batch norm's module name."""
+    return relu(b(x), b.key)
+
+
 class BasicPost(nn.Module):
     def __init__(self, cin, w, stride, option_a):
         super().__init__()
@@ -100,7 +105,7 @@ class BasicPost(nn.Module):
         self.option_a = option_a
 
     def forward(self, x):
-        y = self.bn2(self.conv2(relu(self.bn1(self.conv1(x)), self.bn1.key)))
+        y = self.bn2(self.conv2(bn_relu(self.bn1, self.conv1(x))))
         if self.pad is not None:
             x = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
         return relu(y + x, self.key + ".add")
@@ -120,8 +125,8 @@ class BottleneckPost(nn.Module):
             self.downsample = nn.Sequential(nn.Conv2d(cin, w, 1, stride, bias=False), bn(w))
 
     def forward(self, x):
-        y = relu(self.bn1(self.conv1(x)), self.bn1.key)
-        y = relu(self.bn2(self.conv2(y)), self.bn2.key)
+        y = bn_relu(self.bn1, self.conv1(x))
+        y = bn_relu(self.bn2, self.conv2(y))
         y = self.bn3(self.conv3(y))
         s = x if self.downsample is None else self.downsample(x)
         return relu(y + s, self.key + ".add")
@@ -134,7 +139,7 @@ class PreShortcut(nn.Module):
         self.conv = nn.Conv2d(cin, w, 1, stride, bias=False)
 
     def forward(self, x):
-        return self.conv(relu(self.bn(x), self.bn.key))
+        return self.conv(bn_relu(self.bn, x))
 
 
 class BottleneckPre(nn.Module):
@@ -149,9 +154,9 @@ class BottleneckPre(nn.Module):
         self.shortcut = PreShortcut(cin, w, stride) if (stride != 1 or cin != w) else None
 
     def forward(self, x):
-        y = self.conv1(relu(self.bn1(x), self.bn1.key))
-        y = self.conv2(relu(self.bn2(y), self.bn2.key))
-        y = self.conv3(relu(self.bn3(y), self.bn3.key))
+        y = self.conv1(bn_relu(self.bn1, x))
+        y = self.conv2(bn_relu(self.bn2, y))
+        y = self.conv3(bn_relu(self.bn3, y))
         return y + (x if self.shortcut is None else self.shortcut(x))
 
 
@@ -166,9 +171,8 @@ class Proj(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        inner_in = self.conv(relu(self.bn1(x), self.bn1.key))
-        shortcut = F.conv2d(relu(self.bn2(x), self.bn2.key), self.conv.weight,
-                            stride=self.stride)
+        inner_in = self.conv(bn_relu(self.bn1, x))
+        shortcut = F.conv2d(bn_relu(self.bn2, x), self.conv.weight, stride=self.stride)
         return inner_in, shortcut
 
 
@@ -194,10 +198,10 @@ class CRU(nn.Module):
         else:
             u, s = x, x
         wa, wb = self.shared
-        a = wa(relu(self.bn_a(u), self.bn_a.key))
+        a = wa(bn_relu(self.bn_a, u))
         b = F.conv2d(a, wb.weight, stride=self.stride, padding=1, groups=wb.groups)
-        c = self.conv_c(relu(self.bn_b(b), self.bn_b.key))
-        d = self.conv_d(relu(self.bn_c(c), self.bn_c.key))
+        c = self.conv_c(bn_relu(self.bn_b, b))
+        d = self.conv_d(bn_relu(self.bn_c, c))
         return s + d
 
 
@@ -241,11 +245,11 @@ class Net(nn.Module):
             m.key = name
 
     def forward(self, x):
-        x = relu(self.bn1(self.conv1(x)), self.bn1.key)
+        x = bn_relu(self.bn1, self.conv1(x))
         for s in range(self.nstages):
             x = getattr(self, "layer%d" % (s + 1))(x)
         if self.pre:
-            x = relu(self.bn_final(x), self.bn_final.key)
+            x = bn_relu(self.bn_final, x)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return getattr(self, self.head)(x)
 
