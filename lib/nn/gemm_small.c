@@ -1,4 +1,5 @@
-/* gbtd nn: small-GEMM kernels for grouped convolutions (see gemm_small.h). */
+/* gbtd nn: small-GEMM kernels for grouped convolutions and the streaming GEMM of 1x1 ones (see
+ * gemm_small.h). */
 #include <stdlib.h>
 
 #include "nn/gemm_small.h"
@@ -622,4 +623,158 @@ void nn_gemm_small_nt(int64_t M, int64_t N, int64_t L, const float *A, int64_t l
     }
 #endif
     nt_generic(M, N, L, A, lda, B, ldb, C, ldc);
+}
+
+/* ---- the streaming GEMM of 1x1 convolutions (nn_gemm_stream, gemm_small.h) ---------------- */
+
+static void stream_generic(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                           const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
+{
+    for (int64_t m = 0; m < M; m++) {
+        float *c = C + m * ldc;
+        if (!accumulate)
+            for (int64_t n = 0; n < N; n++) c[n] = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            const float a = A[m * lda + k], *b = B + k * ldb;
+            for (int64_t n = 0; n < N; n++) c[n] += a * b[n];
+        }
+    }
+}
+
+#ifdef NN_X86
+/* MR rows x NV vectors of 8 columns over all K: C = A B (acc: C += A B; nt: non-temporal
+ * stores, C 32-byte aligned). The literal MR, NV, acc and nt unroll every loop (the
+ * accumulators stay in registers, see gemm_small.c). Meanwhile npf lines of the next panel are
+ * prefetched, one row of B (ldb apart, touched at the panel's first and last float, which may
+ * straddle two lines) every `every` steps of the K loop. */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+stream_block(const int MR, const int NV, const int acc, const int nt, int64_t K, const float *A,
+             int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, const float *pf,
+             int64_t npf, int64_t every)
+{
+    __m256 s[6][2];
+    NN_UNROLL(8)
+    for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
+        for (int v = 0; v < NV; v++) s[r][v] = _mm256_setzero_ps();
+    if (acc && npf > 0) /* the same rows of the next panel of C, read when that panel is done */
+        NN_UNROLL(8)
+        for (int r = 0; r < MR; r++) {
+            _mm_prefetch((const char *)(C + r * ldc + 16), _MM_HINT_T0);
+            _mm_prefetch((const char *)(C + r * ldc + 31), _MM_HINT_T0);
+        }
+    int64_t due = every;
+    for (int64_t k = 0; k < K; k++) {
+        if (npf > 0 && --due == 0) {
+            _mm_prefetch((const char *)pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + 15), _MM_HINT_T0);
+            pf += ldb;
+            npf--;
+            due = every;
+        }
+        __m256 b[2];
+        NN_UNROLL(8)
+        for (int v = 0; v < NV; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
+        NN_UNROLL(8)
+        for (int r = 0; r < MR; r++) {
+            const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
+            NN_UNROLL(8)
+            for (int v = 0; v < NV; v++) s[r][v] = _mm256_fmadd_ps(a, b[v], s[r][v]);
+        }
+    }
+    NN_UNROLL(8)
+    for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
+        for (int v = 0; v < NV; v++) {
+            float *c = C + r * ldc + 8 * v;
+            const __m256 x = acc ? _mm256_add_ps(_mm256_loadu_ps(c), s[r][v]) : s[r][v];
+            if (nt)
+                _mm256_stream_ps(c, x);
+            else
+                _mm256_storeu_ps(c, x);
+        }
+}
+
+typedef void (*stream_fn)(int64_t, const float *, int64_t, const float *, int64_t, float *,
+                          int64_t, const float *, int64_t, int64_t);
+#define STREAM_FN(MR, NV, ACC, NT)                                                               \
+    __attribute__((target("avx2,fma"))) static void stream_##MR##_##NV##_##ACC##NT(              \
+        int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,           \
+        int64_t ldc, const float *pf, int64_t npf, int64_t every)                                \
+    {                                                                                            \
+        stream_block(MR, NV, ACC, NT, K, A, lda, B, ldb, C, ldc, pf, npf, every);                \
+    }
+#define STREAM_ROWS(NV, ACC, NT)                                                                 \
+    STREAM_FN(1, NV, ACC, NT) STREAM_FN(2, NV, ACC, NT) STREAM_FN(3, NV, ACC, NT)                \
+    STREAM_FN(4, NV, ACC, NT) STREAM_FN(5, NV, ACC, NT) STREAM_FN(6, NV, ACC, NT)
+STREAM_ROWS(2, 0, 0)
+STREAM_ROWS(2, 0, 1)
+STREAM_ROWS(2, 1, 0)
+STREAM_ROWS(1, 0, 0)
+#define STREAM_TABLE(NV, ACC, NT)                                                                \
+    {stream_1_##NV##_##ACC##NT, stream_2_##NV##_##ACC##NT, stream_3_##NV##_##ACC##NT,            \
+     stream_4_##NV##_##ACC##NT, stream_5_##NV##_##ACC##NT, stream_6_##NV##_##ACC##NT}
+/* [variant][MR - 1]: 16 columns stored, streamed, added; 8 columns stored (to a scratch block) */
+static const stream_fn stream_blocks[4][6] = {STREAM_TABLE(2, 0, 0), STREAM_TABLE(2, 0, 1),
+                                              STREAM_TABLE(2, 1, 0), STREAM_TABLE(1, 0, 0)};
+
+__attribute__((target("avx2,fma"))) static void
+stream_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+            int64_t ldb, float *C, int64_t ldc, int accumulate, int stream)
+{
+    /* row blocks of at most 6, as even as M allows (32 rows: 6 6 5 5 5 5, not 6 x 5 + 2) */
+    const int64_t nrb = (M + 5) / 6, base = M / nrb, extra = M % nrb;
+    const int nt = stream && !accumulate && ((uintptr_t)C & 31) == 0 && ldc % 8 == 0;
+    const int variant = accumulate ? 2 : nt ? 1 : 0;
+    /* each row block prefetches `per` rows of the next panel, one every `every` steps */
+    const int64_t panels = N / 16, per = (K + nrb - 1) / nrb, every = per ? K / per : 1;
+    for (int64_t j = 0; j < panels; j++) {
+        const float *bj = B + 16 * j;
+        const int last = j + 1 == panels;
+        int64_t r0 = 0, k0 = 0;
+        for (int64_t rb = 0; rb < nrb; rb++) {
+            const int64_t mr = base + (rb < extra);
+            const int64_t npf = last ? 0 : K - k0 < per ? K - k0 : per;
+            stream_blocks[variant][mr - 1](K, A + r0 * lda, lda, bj, ldb, C + r0 * ldc + 16 * j,
+                                           ldc, bj + 16 + k0 * ldb, npf, every);
+            r0 += mr;
+            k0 += per;
+            if (k0 > K) k0 = K;
+        }
+    }
+    /* The last N % 16 columns: blocks of 8 into a scratch block (the final one ending at column
+     * N, overlapping columns already done), then copied or added where not yet written. */
+    int64_t n0 = panels * 16;
+    while (n0 < N) {
+        const int64_t c0 = N - n0 >= 8 ? n0 : N - 8, c1 = c0 + 8 < N ? c0 + 8 : N;
+        float tmp[6 * 8];
+        int64_t r0 = 0;
+        for (int64_t rb = 0; rb < nrb; rb++) {
+            const int64_t mr = base + (rb < extra);
+            stream_blocks[3][mr - 1](K, A + r0 * lda, lda, B + c0, ldb, tmp, 8, B, 0, 1);
+            for (int64_t r = 0; r < mr; r++)
+                for (int64_t c = n0; c < c1; c++) {
+                    float *d = C + (r0 + r) * ldc + c;
+                    *d = accumulate ? *d + tmp[r * 8 + c - c0] : tmp[r * 8 + c - c0];
+                }
+            r0 += mr;
+        }
+        n0 = c1;
+    }
+    if (nt) _mm_sfence();
+}
+#endif
+
+void nn_gemm_stream(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                    int64_t ldb, float *C, int64_t ldc, int accumulate, int stream)
+{
+    if (M <= 0 || N <= 0) return;
+#ifdef NN_X86
+    if (nn_have_avx2() && N >= 8) {
+        stream_avx2(M, N, K, A, lda, B, ldb, C, ldc, accumulate, stream);
+        return;
+    }
+#endif
+    (void)stream;
+    stream_generic(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
 }

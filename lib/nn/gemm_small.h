@@ -31,6 +31,16 @@ void nn_gemm_conv_nt(int64_t M, int64_t N1, int64_t N2, int64_t L, const float *
 void nn_gemm_conv_tn(int64_t M1, int64_t M2, int64_t N, int64_t K, const float *A,
                      int64_t astride, const int64_t *aoff, const float *B, int64_t ldb, float *C,
                      int64_t ldc);
+/* The GEMM of a 1x1 convolution for one image, C[M x N] = A B (accumulate: C += A B), A row-major
+ * M x K (row stride lda: the weights, or their transpose for backward-data), B the K input planes
+ * of N pixels, rows ldb apart, read in place. Panels of 16 columns: every block of up to 6 rows of
+ * A passes over a panel while it sits in L1, and the next panel's K lines (K separate streams,
+ * more than the hardware prefetchers follow) are prefetched during those blocks. With stream
+ * (and not accumulate), C goes out with non-temporal stores where it is 32-byte aligned: a
+ * convolution's output is read back from memory anyway, and this skips reading each line before
+ * it is overwritten and the zeroing pass of a beta = 0 sgemm. Single-threaded. */
+void nn_gemm_stream(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                    int64_t ldb, float *C, int64_t ldc, int accumulate, int stream);
 /* True when the AVX2 kernels are in use: the CPU has AVX2 and FMA and the environment variable
  * GBTD_NN_NO_SIMD is unset or "0" (set, it selects the portable loops, which the tests run too). */
 int nn_have_avx2(void);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../check.h"
+#include "nn/gemm_small.h"
 #include "nn/ops.h"
 #include "nn/ops_internal.h"
 
@@ -512,6 +513,8 @@ static void conv_fast_cases(void)
         {2, 3, 7, 9, 5, 3, 1, 1, 1, 1},     /* dense, odd sizes */
         {3, 8, 9, 8, 16, 3, 2, 1, 1, 0},    /* dense, stride 2 */
         {2, 16, 6, 5, 8, 1, 1, 0, 1, 1},    /* 1x1 stride 1: plain GEMM */
+        {3, 16, 12, 12, 20, 1, 1, 0, 1, 1}, /* 1x1 on 144 pixels: the streaming GEMM */
+        {2, 40, 28, 28, 13, 1, 1, 0, 1, 0}, /* the same, 28x28, 13 rows (blocks of 5 and 4) */
         {2, 16, 7, 7, 32, 1, 2, 0, 1, 0},   /* 1x1 stride 2: projection shortcut */
         {1, 3, 11, 13, 4, 7, 2, 3, 1, 1},   /* stem-like 7x7, batch 1 */
         {2, 8, 7, 6, 6, 3, 1, 1, 2, 1},     /* groups 2 */
@@ -871,6 +874,7 @@ static void store_mode(void)
     typedef struct { int64_t n, ci, h, w, co, k, s, p, g; } cs;
     static const cs cases[] = {
         {3, 16, 6, 5, 24, 1, 1, 0, 1},  /* 1x1 stride 1: sgemm writes dx */
+        {3, 24, 12, 12, 16, 1, 1, 0, 1}, /* 1x1 on 144 pixels: the streaming GEMM stores dx */
         {2, 80, 7, 7, 96, 3, 1, 1, 1},  /* wide dense 3x3: im2col + col2im */
         {2, 96, 8, 8, 128, 1, 2, 0, 1}, /* 1x1 stride 2 projection, wide */
         {13, 96, 7, 7, 64, 1, 1, 0, 1}, /* 1x1 on 7x7: images in chunks, dx copied out */
@@ -939,6 +943,57 @@ static void store_mode(void)
         free(x); free(g); free(b); free(dy); free(y); free(mean); free(rstd); free(dxa); free(dxs);
         free(dga); free(dba); free(dgs); free(dbs);
     }
+}
+
+/* ---- the streaming GEMM of 1x1 convolutions ---------------------------------------------------
+ * nn_gemm_stream against a double product: row counts that split into uneven blocks of at most
+ * 6, column counts with and without 16- and 8-column tails, strides wider than the matrices, an
+ * output 4 bytes off 32-byte alignment (no non-temporal stores there), store and accumulate.
+ * Tolerance: (K + 2) u sum |a b| + 2 u |c| per element. */
+static void gemm_stream_cases(void)
+{
+    static const int64_t Ms[] = {1, 5, 7, 13, 32}, Ns[] = {8, 13, 16, 20, 37, 64, 100},
+                         Ks[] = {1, 3, 32, 70};
+    int64_t bad = 0, runs = 0;
+    for (size_t im = 0; im < sizeof Ms / sizeof Ms[0]; im++)
+        for (size_t in = 0; in < sizeof Ns / sizeof Ns[0]; in++)
+            for (size_t ik = 0; ik < sizeof Ks / sizeof Ks[0]; ik++)
+                for (int mode = 0; mode < 4; mode++) {
+                    const int64_t M = Ms[im], N = Ns[in], K = Ks[ik];
+                    const int acc = mode & 1, wide = mode >> 1; /* wide: strides past the sizes */
+                    const int64_t lda = K + wide, ldb = N + 3 * wide, ldc = N + 5 * wide;
+                    float *A = fvec(M * lda, -1, 1), *B = fvec(K * ldb, -1, 1);
+                    /* C11 aligned_alloc: the size a multiple of the alignment */
+                    float *Cbuf = aligned_alloc(32, sizeof(float) * (size_t)((M * ldc + 16 + 7) / 8 * 8));
+                    float *C = Cbuf + wide; /* wide: 4 bytes off alignment */
+                    for (int64_t i = 0; i < M * ldc; i++)
+                        C[i] = (float)(gbtd_rng_uniform(rng) - 0.5);
+                    double *ref = dzeros(M * N), *mag = dzeros(M * N);
+                    for (int64_t m = 0; m < M; m++)
+                        for (int64_t n = 0; n < N; n++) {
+                            double s = acc ? C[m * ldc + n] : 0.0, t = 0.0;
+                            for (int64_t k = 0; k < K; k++) {
+                                s += (double)A[m * lda + k] * B[k * ldb + n];
+                                t += fabs((double)A[m * lda + k] * B[k * ldb + n]);
+                            }
+                            ref[m * N + n] = s;
+                            mag[m * N + n] = t + (acc ? fabs(C[m * ldc + n]) : 0.0);
+                        }
+                    const float guard = C[M * ldc - ldc + N]; /* past the last row's N columns */
+                    nn_gemm_stream(M, N, K, A, lda, B, ldb, C, ldc, acc, 1);
+                    for (int64_t m = 0; m < M; m++)
+                        for (int64_t n = 0; n < N; n++) {
+                            const double e = fabs(C[m * ldc + n] - ref[m * N + n]);
+                            bad += !(e <= (K + 2) * U32 * mag[m * N + n] + 2 * U32 * fabs(ref[m * N + n]));
+                        }
+                    bad += wide && !(C[M * ldc - ldc + N] == guard);
+                    runs++;
+                    free(A); free(B); free(Cbuf); free(ref); free(mag);
+                }
+    char name[120];
+    snprintf(name, sizeof name, "streaming 1x1 GEMM: %lld products (store, accumulate, tails, "
+             "strides, unaligned) = double reference", (long long)runs);
+    CHECK(bad == 0, name);
 }
 
 /* ---- channel blocks ------------------------------------------------------------------------
@@ -1199,6 +1254,7 @@ int main(void)
     sharing();
     store_mode();
     streaming_stores();
+    gemm_stream_cases();
     bn_channel_blocks();
     bn_relu_map();
     errors();
