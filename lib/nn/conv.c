@@ -109,8 +109,10 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
      * use: there OpenBLAS's kernels are twice as wide as this AVX2 one (not measured). */
     p->stream = p->direct && s->groups == 1 && !p->batched && p->hwo % 16 == 0 &&
                 nn_have_avx2() && !nn_have_avx512vl() && !switched_off("GBTD_NN_NO_STREAM");
+    /* room for the transposed weights whether or not the streaming GEMM is taken, so that the
+     * workspace size does not depend on the CPU or the environment */
     p->wt_off = p->per_thread;
-    if (p->stream) p->per_thread += round16((size_t)p->wcount);
+    if (p->direct && s->groups == 1 && !p->batched) p->per_thread += round16((size_t)p->wcount);
     return GBTD_OK;
 }
 

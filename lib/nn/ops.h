@@ -53,11 +53,10 @@ extern "C" {
  *   y[n, o, i, j] = b[o] + sum_{c in group(o), p, q} wt[o, c - g0, p, q] x[n, c, i*s + p - pad, j*s + q - pad]
  *   where group(o) = channels g0 .. g0 + c_in/groups - 1 with g0 = (o / (c_out/groups)) * (c_in/groups).
  * 1x1 stride-1 pad-0: one GEMM per image (and group), no im2col; dense ones on maps whose pixel
- *   count is a multiple of 16 (28x28, 16x16, 12x12) with AVX2 but not AVX-512 (or with
- *   GBTD_NN_NO_AVX512=1) through gbtd's streaming GEMM
- *   (forward and backward-data: no packing, the next 16-pixel panel prefetched, outputs stored
- *   non-temporally), the rest and the weight gradient through OpenBLAS sgemm. Off with
- *   GBTD_NN_NO_STREAM=1;
+ *   count is a multiple of 16 (28x28, 16x16, 12x12), with AVX2 but not AVX-512 (or with
+ *   GBTD_NN_NO_AVX512=1), through gbtd's streaming GEMM (forward and backward-data: no packing,
+ *   the next 16-pixel panel prefetched, outputs stored non-temporally), the rest and the weight
+ *   gradient through OpenBLAS sgemm. Off with GBTD_NN_NO_STREAM=1;
  * dense 3x3 stride-1 pad-1 with c_in >= 64 on maps of 144+ outputs, or c_in >= 32 on 784+, up
  *   to 1,024 2x2 tiles per image (about 62x62):
  *   Winograd F(2x2, 3x3) (16 multiplications per 2x2 outputs instead of 36; forward, backward-
