@@ -1,4 +1,5 @@
-/* gbtd train SPEC --data ...: train a network, per-epoch progress on stderr, checkpoint out. */
+/* gbtd train SPEC --data ...: train a network, progress on stderr (a line per epoch; on a terminal
+ * also a running line inside the epoch), checkpoint out. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,12 +41,31 @@ typedef struct progress {
     gbtd_train_state *st;
     gbtd_epoch_info last;
     int save_rc;
+    double shown_at; /* when the running line was last written (0: not on screen) */
 } progress;
+
+/* On a terminal: one line rewritten in place at most twice a second. */
+static int on_step_(const gbtd_step_info *s, void *ctx)
+{
+    progress *p = ctx;
+    const double t = cli_now();
+    if (p->shown_at > 0 && t - p->shown_at < 0.5 && s->epoch_step < s->epoch_steps) return 0;
+    fprintf(stderr, "\repoch %d/%d  step %lld/%lld  loss %.4f  train %.2f%%  %.0f img/s  ETA %.0f s  ",
+            s->epoch, s->epochs, (long long)s->epoch_step, (long long)s->epoch_steps, s->loss,
+            100 * s->top1, s->images_per_s, s->eta_s);
+    fflush(stderr);
+    p->shown_at = t;
+    return 0;
+}
 
 static int on_epoch_(const gbtd_epoch_info *e, void *ctx)
 {
     progress *p = ctx;
     p->last = *e;
+    if (p->shown_at > 0) { /* clear the running line */
+        fprintf(stderr, "\r%*s\r", 100, "");
+        p->shown_at = 0;
+    }
     if (!p->quiet) {
         fprintf(stderr, "epoch %d/%d  step %lld  loss %.4f  train %.2f%%", e->epoch, e->epochs,
                 (long long)e->step, e->loss, 100 * e->top1);
@@ -175,8 +195,9 @@ int cmd_train(int argc, char **argv)
     if (!quiet)
         fprintf(stderr, "gbtd train: %s on %s (%lld images), %lld parameters, %d threads\n", full,
                 data, (long long)tr.n, (long long)net.nparams, (int)threads);
-    progress p = {quiet, out, &net, &opt, &st, {0}, 0};
+    progress p = {quiet, out, &net, &opt, &st, {0}, 0, 0};
     o.on_epoch = on_epoch_;
+    if (!quiet && cli_stderr_is_tty()) o.on_step = on_step_;
     o.ctx = &p;
     double t0 = cli_now();
     rc = gbtd_train_run(&net, &opt, &st, &tr, &te, &o);

@@ -179,7 +179,7 @@ int gbtd_train_run(gbtd_net *net, gbtd_sgd *opt, gbtd_train_state *st, const gbt
         const double te = now_();
         rc = gbtd_loader_start_epoch(l, (int)e);
         double loss_sum = 0, lr = 0;
-        int64_t hits = 0, seen = 0;
+        int64_t hits = 0, seen = 0, estep = 0;
         while (!rc) {
             if (o.max_steps > 0 && st->step >= o.max_steps) break;
             const float *x;
@@ -198,6 +198,24 @@ int gbtd_train_run(gbtd_net *net, gbtd_sgd *opt, gbtd_train_state *st, const gbt
             seen += n;
             st->step++;
             steps_run++;
+            estep++;
+            if (!rc && o.on_step) {
+                const double t = now_();
+                gbtd_step_info si;
+                si.epoch = (int)(e + 1);
+                si.epochs = o.epochs;
+                si.step = st->step;
+                si.steps = sch.total_steps;
+                si.epoch_step = estep;
+                si.epoch_steps = per;
+                si.loss = loss_sum / (double)seen;
+                si.top1 = (double)hits / (double)seen;
+                si.lr = lr;
+                si.images_per_s = t > te ? (double)seen / (t - te) : 0;
+                si.eta_s = (t - t0) / (double)steps_run * (double)(sch.total_steps - st->step);
+                if (o.on_step(&si, o.ctx))
+                    rc = gbtd_error(GBTD_ECANCELLED, "train: stopped by the step callback");
+            }
         }
         if (rc) break;
         st->epoch = e + 1;

@@ -52,6 +52,15 @@ typedef struct gbtd_epoch_info {
     double test_loss, test_top1; /* -1 when no test set */
 } gbtd_epoch_info;
 
+/* Progress inside an epoch, for gbtd_train_opts.on_step. */
+typedef struct gbtd_step_info {
+    int epoch, epochs;                /* 1-based epoch in progress, total */
+    int64_t step, steps;              /* steps done (all epochs), total */
+    int64_t epoch_step, epoch_steps;  /* steps done in this epoch, steps per epoch */
+    double loss, top1;                /* mean loss and top-1 of this epoch's steps so far */
+    double lr, images_per_s, eta_s;   /* last step's rate; this epoch's speed; time left */
+} gbtd_step_info;
+
 typedef struct gbtd_train_opts {
     int epochs;              /* 10 */
     int batch;               /* 128 */
@@ -72,6 +81,9 @@ typedef struct gbtd_train_opts {
     /* called after every epoch; a non-zero return stops training (GBTD_ECANCELLED) */
     int (*on_epoch)(const gbtd_epoch_info *info, void *ctx);
     void *ctx;
+    /* called after every step (NULL: not), with the same ctx; a non-zero return stops training
+     * (GBTD_ECANCELLED) */
+    int (*on_step)(const gbtd_step_info *info, void *ctx);
 } gbtd_train_opts;
 
 gbtd_train_opts gbtd_train_opts_default(void);

@@ -266,6 +266,87 @@ static int quiet_epoch_(const gbtd_epoch_info *e, void *ctx)
     return 0;
 }
 
+/* ---- progress inside an epoch (gbtd_train_opts.on_step) -------------------------------------
+ * A synthetic set of 40 images 1x8x8 (3 classes), batch 8: 5 steps per epoch, 2 epochs. The
+ * callback must see every step once, in order, with the epoch's step count restarting, a running
+ * loss equal to the epoch's mean at its last step, and stop the run when it returns non-zero. */
+typedef struct step_log {
+    int calls, bad, stop_after;
+    gbtd_step_info last;
+    gbtd_epoch_info epoch;
+    double epoch1_step_loss;
+} step_log;
+
+static int log_step_(const gbtd_step_info *si, void *ctx)
+{
+    step_log *l = ctx;
+    l->calls++;
+    const int64_t expect_in_epoch = (l->calls - 1) % 5 + 1;
+    l->bad += si->step != l->calls || si->epoch_step != expect_in_epoch || si->epoch_steps != 5 ||
+              si->steps != 10 || si->epoch != (l->calls - 1) / 5 + 1 || si->epochs != 2 ||
+              !isfinite(si->loss) || si->loss <= 0 || si->top1 < 0 || si->top1 > 1 ||
+              !(si->images_per_s > 0) || si->eta_s < 0;
+    if (si->step == 5) l->epoch1_step_loss = si->loss;
+    l->last = *si;
+    return l->stop_after && l->calls == l->stop_after;
+}
+
+static int log_epoch_(const gbtd_epoch_info *e, void *ctx)
+{
+    step_log *l = ctx;
+    if (e->epoch == 1) l->epoch = *e;
+    return 0;
+}
+
+static void step_progress_(void)
+{
+    gbtd_dataset d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "synthetic");
+    d.n = 40;
+    d.c = 1;
+    d.h = d.w = 8;
+    d.classes = 3;
+    d.images = gbtd_malloc(40 * 64);
+    d.labels = gbtd_malloc(40 * sizeof(int32_t));
+    for (int i = 0; i < 40 * 64; i++) d.images[i] = (uint8_t)((i * 37) % 251);
+    for (int i = 0; i < 40; i++) d.labels[i] = i % 3;
+    for (int stop = 0; stop <= 1; stop++) {
+        gbtd_net n;
+        gbtd_sgd s;
+        CHECK_OK(gbtd_net_from_spec("resnet-8:input=1x8x8,classes=3", &n), "progress: resnet-8 8x8");
+        CHECK_OK(gbtd_net_init_params(&n, 1), "progress: init");
+        gbtd_train_opts o = gbtd_train_opts_default();
+        o.epochs = 2;
+        o.batch = 8;
+        o.lr = 0.01;
+        o.prefetch = false;
+        step_log log;
+        memset(&log, 0, sizeof log);
+        log.stop_after = stop ? 7 : 0;
+        o.on_step = log_step_;
+        o.on_epoch = log_epoch_;
+        o.ctx = &log;
+        gbtd_train_state st = {0, 0, 0};
+        CHECK_OK(gbtd_sgd_init(&s, &n, &o.sgd), "progress: sgd");
+        const int rc = gbtd_train_run(&n, &s, &st, &d, NULL, &o);
+        if (!stop) {
+            CHECK_OK(rc, "progress: 2 epochs of 5 steps run");
+            CHECK(log.calls == 10 && log.bad == 0, "progress: on_step once per step, in order, with "
+                  "the epoch's step count, totals and a finite running loss");
+            CHECK(fabs(log.epoch1_step_loss - log.epoch.loss) <= 1e-12 * (1 + log.epoch.loss),
+                  "progress: the running loss at an epoch's last step is the epoch's mean loss");
+            CHECK(log.last.eta_s == 0 && st.step == 10, "progress: ETA 0 at the last step");
+        } else {
+            CHECK_STATUS(rc, GBTD_ECANCELLED, "progress: a non-zero return stops the run");
+            CHECK(log.calls == 7 && st.step == 7, "progress: stopped right after that step");
+        }
+        gbtd_sgd_free(&s);
+        gbtd_net_free(&n);
+    }
+    gbtd_dataset_free(&d);
+}
+
 static void short_training_(void)
 {
     gbtd_dataset tr, te;
@@ -708,6 +789,7 @@ int main(int argc, char **argv)
     forward_until_();
     bn_add_fusion_();
     winograd_net_();
+    step_progress_();
     if (!getenv("GBTD_SKIP_TRAINING")) short_training_();
     return check_finish();
 }
