@@ -50,7 +50,8 @@ static int on_step_(const gbtd_step_info *s, void *ctx)
     progress *p = ctx;
     const double t = cli_now();
     if (p->shown_at > 0 && t - p->shown_at < 0.5 && s->epoch_step < s->epoch_steps) return 0;
-    fprintf(stderr, "\repoch %d/%d  step %lld/%lld  loss %.4f  train %.2f%%  %.0f img/s  ETA %.0f s  ",
+    fprintf(stderr,
+            "\repoch %d/%d  step %lld/%lld  loss %.4f  train %.2f%%  %.0f img/s  ETA %.0f s  ",
             s->epoch, s->epochs, (long long)s->epoch_step, (long long)s->epoch_steps, s->loss,
             100 * s->top1, s->images_per_s, s->eta_s);
     fflush(stderr);

@@ -545,7 +545,8 @@ static void bwd_item(const conv_plan *p, int64_t n, int64_t g, const float *x, c
     }
 }
 
-/* WT (c_in x c_out) = the weights transposed (groups 1): backward-data's A for the streaming GEMM. */
+/* WT (c_in x c_out) = the weights transposed (groups 1): backward-data's A for the streaming
+ * GEMM. */
 static void transpose_w(const conv_plan *p, const float *wt, float *WT)
 {
     const int64_t co = p->s.c_out, ci = p->kg;

@@ -314,7 +314,8 @@ static void step_progress_(void)
     for (int stop = 0; stop <= 1; stop++) {
         gbtd_net n;
         gbtd_sgd s;
-        CHECK_OK(gbtd_net_from_spec("resnet-8:input=1x8x8,classes=3", &n), "progress: resnet-8 8x8");
+        CHECK_OK(gbtd_net_from_spec("resnet-8:input=1x8x8,classes=3", &n),
+                 "progress: resnet-8 8x8");
         CHECK_OK(gbtd_net_init_params(&n, 1), "progress: init");
         gbtd_train_opts o = gbtd_train_opts_default();
         o.epochs = 2;
@@ -332,8 +333,9 @@ static void step_progress_(void)
         const int rc = gbtd_train_run(&n, &s, &st, &d, NULL, &o);
         if (!stop) {
             CHECK_OK(rc, "progress: 2 epochs of 5 steps run");
-            CHECK(log.calls == 10 && log.bad == 0, "progress: on_step once per step, in order, with "
-                  "the epoch's step count, totals and a finite running loss");
+            CHECK(log.calls == 10 && log.bad == 0,
+                  "progress: on_step once per step, in order, with the epoch's step count, "
+                  "totals and a finite running loss");
             CHECK(fabs(log.epoch1_step_loss - log.epoch.loss) <= 1e-12 * (1 + log.epoch.loss),
                   "progress: the running loss at an epoch's last step is the epoch's mean loss");
             CHECK(log.last.eta_s == 0 && st.step == 10, "progress: ETA 0 at the last step");

@@ -964,7 +964,8 @@ static void gemm_stream_cases(void)
                     const int64_t lda = K + wide, ldb = N + 3 * wide, ldc = N + 5 * wide;
                     float *A = fvec(M * lda, -1, 1), *B = fvec(K * ldb, -1, 1);
                     /* C11 aligned_alloc: the size a multiple of the alignment */
-                    float *Cbuf = aligned_alloc(32, sizeof(float) * (size_t)((M * ldc + 16 + 7) / 8 * 8));
+                    const size_t cn = (size_t)((M * ldc + 16 + 7) / 8 * 8);
+                    float *Cbuf = aligned_alloc(32, sizeof(float) * cn);
                     float *C = Cbuf + wide; /* wide: 4 bytes off alignment */
                     for (int64_t i = 0; i < M * ldc; i++)
                         C[i] = (float)(gbtd_rng_uniform(rng) - 0.5);
@@ -984,7 +985,9 @@ static void gemm_stream_cases(void)
                     for (int64_t m = 0; m < M; m++)
                         for (int64_t n = 0; n < N; n++) {
                             const double e = fabs(C[m * ldc + n] - ref[m * N + n]);
-                            bad += !(e <= (K + 2) * U32 * mag[m * N + n] + 2 * U32 * fabs(ref[m * N + n]));
+                            const double tol = (K + 2) * U32 * mag[m * N + n] +
+                                               2 * U32 * fabs(ref[m * N + n]);
+                            bad += !(e <= tol);
                         }
                     bad += wide && !(C[M * ldc - ldc + N] == guard);
                     runs++;
