@@ -627,20 +627,6 @@ void nn_gemm_small_nt(int64_t M, int64_t N, int64_t L, const float *A, int64_t l
 
 /* ---- the streaming GEMM of 1x1 convolutions (nn_gemm_stream, gemm_small.h) ---------------- */
 
-static void stream_generic(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                           const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate)
-{
-    for (int64_t m = 0; m < M; m++) {
-        float *c = C + m * ldc;
-        if (!accumulate)
-            for (int64_t n = 0; n < N; n++) c[n] = 0.0f;
-        for (int64_t k = 0; k < K; k++) {
-            const float a = A[m * lda + k], *b = B + k * ldb;
-            for (int64_t n = 0; n < N; n++) c[n] += a * b[n];
-        }
-    }
-}
-
 #ifdef NN_X86
 /* MR rows x NV vectors of 8 columns over all K: C = A B (acc: C += A B; nt: non-temporal
  * stores, C 32-byte aligned). The literal MR, NV, acc and nt unroll every loop (the
@@ -776,5 +762,5 @@ void nn_gemm_stream(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
     }
 #endif
     (void)stream;
-    stream_generic(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+    nn_generic(M, N, K, A, lda, 1, B, ldb, C, ldc, !accumulate); /* the portable loop */
 }
