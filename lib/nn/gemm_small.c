@@ -628,6 +628,21 @@ void nn_gemm_small_nt(int64_t M, int64_t N, int64_t L, const float *A, int64_t l
 /* ---- the streaming GEMM of 1x1 convolutions (nn_gemm_stream, gemm_small.h) ---------------- */
 
 #ifdef NN_X86
+/* One rank-1 step of an MR x 8 NV register block: s[r][v] += a[r lda] b[8 v .. 8 v + 7]. */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+rank1_step(const int MR, const int NV, const float *a, int64_t lda, const float *b, __m256 s[6][4])
+{
+    __m256 bv[4];
+    NN_UNROLL(8)
+    for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + 8 * v);
+    NN_UNROLL(8)
+    for (int r = 0; r < MR; r++) {
+        const __m256 av = _mm256_broadcast_ss(a + r * lda);
+        NN_UNROLL(8)
+        for (int v = 0; v < NV; v++) s[r][v] = _mm256_fmadd_ps(av, bv[v], s[r][v]);
+    }
+}
+
 /* MR rows x NV vectors of 8 columns over all K: C = A B (acc: C += A B; nt: non-temporal
  * stores, C 32-byte aligned). The literal MR, NV, acc and nt unroll every loop (the
  * accumulators stay in registers, see gemm_small.c). Meanwhile npf lines of the next panel are
@@ -638,7 +653,7 @@ stream_block(const int MR, const int NV, const int acc, const int nt, int64_t K,
              int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc, const float *pf,
              int64_t npf, int64_t every)
 {
-    __m256 s[6][2];
+    __m256 s[6][4];
     NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
         NN_UNROLL(8)
@@ -658,15 +673,7 @@ stream_block(const int MR, const int NV, const int acc, const int nt, int64_t K,
             npf--;
             due = every;
         }
-        __m256 b[2];
-        NN_UNROLL(8)
-        for (int v = 0; v < NV; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);
-        NN_UNROLL(8)
-        for (int r = 0; r < MR; r++) {
-            const __m256 a = _mm256_broadcast_ss(A + r * lda + k);
-            NN_UNROLL(8)
-            for (int v = 0; v < NV; v++) s[r][v] = _mm256_fmadd_ps(a, b[v], s[r][v]);
-        }
+        rank1_step(MR, NV, A + k, lda, B + k * ldb, s);
     }
     NN_UNROLL(8)
     for (int r = 0; r < MR; r++)
@@ -704,6 +711,30 @@ STREAM_ROWS(1, 0, 0)
 static const stream_fn stream_blocks[4][6] = {STREAM_TABLE(2, 0, 0), STREAM_TABLE(2, 0, 1),
                                               STREAM_TABLE(2, 1, 0), STREAM_TABLE(1, 0, 0)};
 
+/* One panel of 16 columns of C = A B (variant: stream_blocks' first index), every row block of
+ * A passing over it; with next, the following panel's K lines of B are prefetched meanwhile,
+ * `per` of them per row block, one every `every` steps of its K loop. */
+__attribute__((target("avx2,fma"))) static void stream_panel(int64_t M, int64_t K, const float *A,
+                                                             int64_t lda, const float *bj,
+                                                             int64_t ldb, float *cj, int64_t ldc,
+                                                             int variant, int next)
+{
+    /* row blocks of at most 6, as even as M allows (32 rows: 6 6 5 5 5 5, not 6 x 5 + 2) */
+    const int64_t nrb = (M + 5) / 6, base = M / nrb, extra = M % nrb;
+    const int64_t per = (K + nrb - 1) / nrb, every = per ? K / per : 1;
+    int64_t r0 = 0, k0 = 0;
+    for (int64_t rb = 0; rb < nrb; rb++) {
+        const int64_t mr = base + (rb < extra);
+        const int64_t npf = !next ? 0 : K - k0 < per ? K - k0 : per;
+        stream_blocks[variant][mr - 1](K, A + r0 * lda, lda, bj, ldb, cj + r0 * ldc, ldc,
+                                       bj + 16 + k0 * ldb, npf, every);
+        r0 += mr;
+        k0 += per;
+        if (k0 > K) k0 = K;
+    }
+}
+
+/* C (+)= A B, N >= 8: panels of 16 columns, then the N % 16 left in blocks of 8. */
 __attribute__((target("avx2,fma"))) static void
 stream_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
             int64_t ldb, float *C, int64_t ldc, int accumulate, int stream)
@@ -712,22 +743,9 @@ stream_avx2(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const 
     const int64_t nrb = (M + 5) / 6, base = M / nrb, extra = M % nrb;
     const int nt = stream && !accumulate && ((uintptr_t)C & 31) == 0 && ldc % 8 == 0;
     const int variant = accumulate ? 2 : nt ? 1 : 0;
-    /* each row block prefetches `per` rows of the next panel, one every `every` steps */
-    const int64_t panels = N / 16, per = (K + nrb - 1) / nrb, every = per ? K / per : 1;
-    for (int64_t j = 0; j < panels; j++) {
-        const float *bj = B + 16 * j;
-        const int last = j + 1 == panels;
-        int64_t r0 = 0, k0 = 0;
-        for (int64_t rb = 0; rb < nrb; rb++) {
-            const int64_t mr = base + (rb < extra);
-            const int64_t npf = last ? 0 : K - k0 < per ? K - k0 : per;
-            stream_blocks[variant][mr - 1](K, A + r0 * lda, lda, bj, ldb, C + r0 * ldc + 16 * j,
-                                           ldc, bj + 16 + k0 * ldb, npf, every);
-            r0 += mr;
-            k0 += per;
-            if (k0 > K) k0 = K;
-        }
-    }
+    const int64_t panels = N / 16;
+    for (int64_t j = 0; j < panels; j++)
+        stream_panel(M, K, A, lda, B + 16 * j, ldb, C + 16 * j, ldc, variant, j + 1 < panels);
     /* The last N % 16 columns: blocks of 8 into a scratch block (the final one ending at column
      * N, overlapping columns already done), then copied or added where not yet written. */
     int64_t n0 = panels * 16;
@@ -763,4 +781,183 @@ void nn_gemm_stream(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
 #endif
     (void)stream;
     nn_generic(M, N, K, A, lda, 1, B, ldb, C, ldc, !accumulate); /* the portable loop */
+}
+
+/* ---- the backward of a 1x1 convolution from one pass over its panels (gemm_small.h) -------- */
+
+#ifdef NN_X86
+/* G[MR x 8 NV] += A[MR x 16] BT[16 x 8 NV]: a rank-16 update of a block of the weight gradient,
+ * A's rows lda apart (a panel of dy or x, in place), BT the other panel transposed. */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+gacc_block(const int MR, const int NV, const float *A, int64_t lda, const float *BT, int64_t ldbt,
+           float *G, int64_t ldg)
+{
+    __m256 s[6][4];
+    NN_UNROLL(8)
+    for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
+        for (int v = 0; v < NV; v++) s[r][v] = _mm256_loadu_ps(G + r * ldg + 8 * v);
+    NN_UNROLL(16)
+    for (int k = 0; k < 16; k++) rank1_step(MR, NV, A + k, lda, BT + k * ldbt, s);
+    NN_UNROLL(8)
+    for (int r = 0; r < MR; r++)
+        NN_UNROLL(8)
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(G + r * ldg + 8 * v, s[r][v]);
+}
+
+typedef void (*gacc_fn)(const float *, int64_t, const float *, int64_t, float *, int64_t);
+#define GACC_FN(MR, NV)                                                                          \
+    __attribute__((target("avx2,fma"))) static void gacc_##MR##_##NV(                            \
+        const float *A, int64_t lda, const float *BT, int64_t ldbt, float *G, int64_t ldg)       \
+    {                                                                                            \
+        gacc_block(MR, NV, A, lda, BT, ldbt, G, ldg);                                            \
+    }
+#define GACC_ROWS(NV)                                                                            \
+    GACC_FN(1, NV) GACC_FN(2, NV) GACC_FN(3, NV) GACC_FN(4, NV) GACC_FN(5, NV) GACC_FN(6, NV)
+GACC_ROWS(2)
+GACC_ROWS(1)
+GACC_FN(1, 4) GACC_FN(2, 4) GACC_FN(3, 4)
+static const gacc_fn gacc_wide[3] = {gacc_1_4, gacc_2_4, gacc_3_4};
+/* [NV - 1][MR - 1] */
+static const gacc_fn gacc_blocks[2][6] = {
+    {gacc_1_1, gacc_2_1, gacc_3_1, gacc_4_1, gacc_5_1, gacc_6_1},
+    {gacc_1_2, gacc_2_2, gacc_3_2, gacc_4_2, gacc_5_2, gacc_6_2}};
+
+/* T[16 x R] = the R x 16 panel P (rows ldp apart) transposed, R a multiple of 8: 8 x 8 blocks
+ * through unpack and shuffle steps. */
+__attribute__((target("avx2,fma"))) static void panel_t16(int64_t R, const float *P, int64_t ldp,
+                                                          float *T)
+{
+    for (int64_t r0 = 0; r0 < R; r0 += 8)
+        for (int h = 0; h < 2; h++) {
+            __m256 v[8], t[8];
+            NN_UNROLL(8)
+            for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_ps(P + (r0 + i) * ldp + 8 * h);
+            NN_UNROLL(4)
+            for (int i = 0; i < 4; i++) {
+                t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+            }
+            /* t[0] = a0 b0 a1 b1 | a4 b4 a5 b5, t[1] = a2 b2 a3 b3 | a6 b6 a7 b7, ... */
+            NN_UNROLL(2)
+            for (int i = 0; i < 2; i++) {
+                const __m256 p = t[4 * i], q = t[4 * i + 1], u = t[4 * i + 2], w = t[4 * i + 3];
+                v[4 * i] = _mm256_shuffle_ps(p, u, 0x44);     /* a0 b0 c0 d0 | a4 b4 c4 d4 */
+                v[4 * i + 1] = _mm256_shuffle_ps(p, u, 0xEE); /* a1 b1 c1 d1 | a5 .. */
+                v[4 * i + 2] = _mm256_shuffle_ps(q, w, 0x44); /* a2 .. | a6 .. */
+                v[4 * i + 3] = _mm256_shuffle_ps(q, w, 0xEE); /* a3 .. | a7 .. */
+            }
+            /* v[0..3]: rows 0-3 (columns 0-3 | 4-7), v[4..7]: rows 4-7 */
+            NN_UNROLL(4)
+            for (int i = 0; i < 4; i++) {
+                const __m256 lo = _mm256_permute2f128_ps(v[i], v[4 + i], 0x20);
+                const __m256 hi = _mm256_permute2f128_ps(v[i], v[4 + i], 0x31);
+                _mm256_storeu_ps(T + (8 * h + i) * R + r0, lo);
+                _mm256_storeu_ps(T + (8 * h + 4 + i) * R + r0, hi);
+            }
+        }
+}
+
+/* G[GM x GN] += A[GM x 16] BT[16 x GN] in blocks of up to 6 rows (as even as GM allows) and 16
+ * columns (GN a multiple of 8), prefetching npf lines from pf (ldpf apart) along the way. */
+__attribute__((target("avx2,fma"))) static void gacc_panel(int64_t GM, int64_t GN, const float *A,
+                                                           int64_t lda, const float *BT, float *G,
+                                                           const float *pf, int64_t ldpf,
+                                                           int64_t npf)
+{
+    if (GN % 32 == 0) {
+        /* 3 rows x 32 columns: 3 broadcasts and 4 loads per 12 FMAs */
+        const int64_t nrb = (GM + 2) / 3, base = GM / nrb, extra = GM % nrb;
+        const int64_t blocks = nrb * (GN / 32), per = (npf + blocks - 1) / blocks;
+        int64_t r0 = 0;
+        for (int64_t rb = 0; rb < nrb; rb++) {
+            const int64_t mr = base + (rb < extra);
+            for (int64_t c0 = 0; c0 < GN; c0 += 32) {
+                for (int64_t i = 0; i < per && npf > 0; i++, npf--, pf += ldpf) {
+                    _mm_prefetch((const char *)pf, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(pf + 15), _MM_HINT_T0);
+                }
+                gacc_wide[mr - 1](A + r0 * lda, lda, BT + c0, GN, G + r0 * GN + c0, GN);
+            }
+            r0 += mr;
+        }
+        return;
+    }
+    const int64_t nrb = (GM + 5) / 6, base = GM / nrb, extra = GM % nrb;
+    const int64_t ncb = (GN + 15) / 16, blocks = nrb * ncb;
+    const int64_t per = (npf + blocks - 1) / blocks;
+    int64_t r0 = 0;
+    for (int64_t rb = 0; rb < nrb; rb++) {
+        const int64_t mr = base + (rb < extra);
+        for (int64_t c0 = 0; c0 < GN; c0 += 16) {
+            for (int64_t i = 0; i < per && npf > 0; i++, npf--, pf += ldpf) {
+                _mm_prefetch((const char *)pf, _MM_HINT_T0);
+                _mm_prefetch((const char *)(pf + 15), _MM_HINT_T0);
+            }
+            gacc_blocks[GN - c0 >= 16][mr - 1](A + r0 * lda, lda, BT + c0, GN, G + r0 * GN + c0,
+                                               GN);
+        }
+        r0 += mr;
+    }
+}
+#endif
+
+static void stream_bwd_generic(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                               const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate,
+                               const float *X, int64_t ldx, float *G, int gtrans)
+{
+    if (C) nn_generic(M, N, K, A, lda, 1, B, ldb, C, ldc, !accumulate);
+    /* G (K x M) += B X^T, or G^T (M x K) += X B^T */
+    for (int64_t o = 0; o < K; o++)
+        for (int64_t c = 0; c < M; c++) {
+            float acc = 0.0f;
+            for (int64_t n = 0; n < N; n++) acc += B[o * ldb + n] * X[c * ldx + n];
+            G[gtrans ? c * K + o : o * M + c] += acc;
+        }
+}
+
+int nn_stream_bwd_gtrans(int64_t M, int64_t K)
+{
+    return !(M <= K && M % 8 == 0);
+}
+
+void nn_gemm_stream_bwd(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate,
+                        int stream, const float *X, int64_t ldx, float *G, float *T)
+{
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    const int gtrans = nn_stream_bwd_gtrans(M, K);
+#ifdef NN_X86
+    if (nn_have_avx2() && N % 16 == 0 && (gtrans ? K : M) % 8 == 0) {
+        /* dx for a panel (stream_avx2 on its 16 columns), then the panel's rank-16 update of the
+         * gradient while both panels are in L1; the next panel's x lines are prefetched during
+         * the update (its dy lines during the dx blocks, as in stream_avx2). Without dx, the
+         * update prefetches both. */
+        const int nt = stream && !accumulate && C && ((uintptr_t)C & 31) == 0 && ldc % 8 == 0;
+        const int variant = accumulate ? 2 : nt ? 1 : 0;
+        const int64_t panels = N / 16;
+        for (int64_t j = 0; j < panels; j++) {
+            const float *bj = B + 16 * j, *xj = X + 16 * j;
+            const int last = j + 1 == panels;
+            if (C) stream_panel(M, K, A, lda, bj, ldb, C + 16 * j, ldc, variant, !last);
+            if (gtrans) {
+                panel_t16(K, bj, ldb, T);
+                gacc_panel(M, K, xj, ldx, T, G, xj + 16, ldx, last ? 0 : M);
+            } else {
+                panel_t16(M, xj, ldx, T);
+                gacc_panel(K, M, bj, ldb, T, G, xj + 16, ldx, last ? 0 : M);
+            }
+            if (!C && !last)
+                for (int64_t k = 0; k < K; k++) {
+                    _mm_prefetch((const char *)(bj + 16 + k * ldb), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(bj + 31 + k * ldb), _MM_HINT_T0);
+                }
+        }
+        if (nt) _mm_sfence();
+        return;
+    }
+#endif
+    (void)stream;
+    (void)T;
+    stream_bwd_generic(M, N, K, A, lda, B, ldb, C, ldc, accumulate, X, ldx, G, gtrans);
 }

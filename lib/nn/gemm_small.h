@@ -41,6 +41,18 @@ void nn_gemm_conv_tn(int64_t M1, int64_t M2, int64_t N, int64_t K, const float *
  * it is overwritten and the zeroing pass of a beta = 0 sgemm. Single-threaded. */
 void nn_gemm_stream(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                     int64_t ldb, float *C, int64_t ldc, int accumulate, int stream);
+/* The backward of a 1x1 convolution for one image in one pass over its panels of 16 pixels:
+ * C (M x N) = or += A B exactly as nn_gemm_stream (A the transposed weights, M = c_in, K = c_out,
+ * B = dy; C = NULL: no input gradient), and the weight gradient from the same panels while they
+ * are in L1, X being the M input planes (rows ldx apart): with nn_stream_bwd_gtrans(M, K) == 0,
+ * G (K x M, row stride M: the weights' own layout) += B X^T, else G (M x K, row stride K) += X B^T
+ * (the side of the gradient's vectors is the smaller one, transposed panel by panel into T,
+ * 16 x M or 16 x K floats). The fast path needs N a multiple of 16 and that side a multiple of 8;
+ * otherwise portable loops. Single-threaded. */
+void nn_gemm_stream_bwd(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float *C, int64_t ldc, int accumulate,
+                        int stream, const float *X, int64_t ldx, float *G, float *T);
+int nn_stream_bwd_gtrans(int64_t M, int64_t K);
 /* True when the AVX2 kernels are in use: the CPU has AVX2 and FMA and the environment variable
  * GBTD_NN_NO_SIMD is unset or "0" (set, it selects the portable loops, which the tests run too). */
 int nn_have_avx2(void);

@@ -945,6 +945,36 @@ static void store_mode(void)
     }
 }
 
+/* ref = C0 + A B in double (acc; else A B) and mag the sum of the terms' magnitudes, for the
+ * streaming GEMM's checks; stream_bad counts the elements of C outside the float32 bound. */
+static void stream_ref(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, const float *C, int64_t ldc, int acc,
+                       double *ref, double *mag)
+{
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double sm = acc ? C[m * ldc + n] : 0.0, t = 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                sm += (double)A[m * lda + k] * B[k * ldb + n];
+                t += fabs((double)A[m * lda + k] * B[k * ldb + n]);
+            }
+            ref[m * N + n] = sm;
+            mag[m * N + n] = t + (acc ? fabs(C[m * ldc + n]) : 0.0);
+        }
+}
+
+static int64_t stream_bad(int64_t M, int64_t N, int64_t K, const float *C, int64_t ldc,
+                          const double *ref, const double *mag)
+{
+    int64_t bad = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            const double e = fabs(C[m * ldc + n] - ref[m * N + n]);
+            bad += !(e <= (K + 2) * U32 * mag[m * N + n] + 2 * U32 * fabs(ref[m * N + n]));
+        }
+    return bad;
+}
+
 /* ---- the streaming GEMM of 1x1 convolutions ---------------------------------------------------
  * nn_gemm_stream against a double product: row counts that split into uneven blocks of at most
  * 6, column counts with and without 16- and 8-column tails, strides wider than the matrices, an
@@ -970,25 +1000,10 @@ static void gemm_stream_cases(void)
                     for (int64_t i = 0; i < M * ldc; i++)
                         C[i] = (float)(gbtd_rng_uniform(rng) - 0.5);
                     double *ref = dzeros(M * N), *mag = dzeros(M * N);
-                    for (int64_t m = 0; m < M; m++)
-                        for (int64_t n = 0; n < N; n++) {
-                            double s = acc ? C[m * ldc + n] : 0.0, t = 0.0;
-                            for (int64_t k = 0; k < K; k++) {
-                                s += (double)A[m * lda + k] * B[k * ldb + n];
-                                t += fabs((double)A[m * lda + k] * B[k * ldb + n]);
-                            }
-                            ref[m * N + n] = s;
-                            mag[m * N + n] = t + (acc ? fabs(C[m * ldc + n]) : 0.0);
-                        }
+                    stream_ref(M, N, K, A, lda, B, ldb, C, ldc, acc, ref, mag);
                     const float guard = C[M * ldc - ldc + N]; /* past the last row's N columns */
                     nn_gemm_stream(M, N, K, A, lda, B, ldb, C, ldc, acc, 1);
-                    for (int64_t m = 0; m < M; m++)
-                        for (int64_t n = 0; n < N; n++) {
-                            const double e = fabs(C[m * ldc + n] - ref[m * N + n]);
-                            const double tol = (K + 2) * U32 * mag[m * N + n] +
-                                               2 * U32 * fabs(ref[m * N + n]);
-                            bad += !(e <= tol);
-                        }
+                    bad += stream_bad(M, N, K, C, ldc, ref, mag);
                     bad += wide && !(C[M * ldc - ldc + N] == guard);
                     runs++;
                     free(A); free(B); free(Cbuf); free(ref); free(mag);
@@ -997,6 +1012,66 @@ static void gemm_stream_cases(void)
     snprintf(name, sizeof name, "streaming 1x1 GEMM: %lld products (store, accumulate, tails, "
              "strides, unaligned) = double reference", (long long)runs);
     CHECK(bad == 0, name);
+}
+
+/* The fused backward of a 1x1 convolution (nn_gemm_stream_bwd): the input gradient as
+ * nn_gemm_stream (store, accumulate, none) and the weight gradient, accumulated onto what G
+ * held, in the layout nn_stream_bwd_gtrans names, against double sums: both gradient layouts,
+ * vector sides of 8 (one 8-column block), 16, 24 (a 16 and an 8) and one not a multiple of 8
+ * (the portable loops), one and several panels, strides past the sizes. */
+static void gemm_stream_bwd_cases(void)
+{
+    /* (c_in, c_out) */
+    static const int64_t dims[][2] = {{8, 13}, {16, 40}, {24, 24}, {40, 16}, {13, 32}, {32, 5},
+                                      {64, 128}, {128, 32}};
+    static const int64_t Ns[] = {16, 48, 64};
+    int64_t bad = 0, runs = 0, layouts[2] = {0, 0};
+    for (size_t id = 0; id < sizeof dims / sizeof dims[0]; id++)
+        for (size_t in = 0; in < sizeof Ns / sizeof Ns[0]; in++)
+            for (int mode = 0; mode < 6; mode++) {
+                const int64_t M = dims[id][0], K = dims[id][1], N = Ns[in];
+                const int acc = mode % 3 == 1, nodx = mode % 3 == 2, wide = mode / 3;
+                const int64_t lda = K + wide, ldb = N + 16 * wide, ldc = N + 32 * wide;
+                const int gt = nn_stream_bwd_gtrans(M, K);
+                layouts[gt]++;
+                float *A = fvec(M * lda, -1, 1), *B = fvec(K * ldb, -1, 1);
+                float *X = fvec(M * ldb, -1, 1), *G = fvec(M * K, -1, 1);
+                float *T = fvec(16 * (M > K ? M : K), 0, 0);
+                const size_t cn = (size_t)((M * ldc + 7) / 8 * 8);
+                float *C = aligned_alloc(32, sizeof(float) * cn);
+                for (int64_t i = 0; i < M * ldc; i++) C[i] = (float)(gbtd_rng_uniform(rng) - 0.5);
+                double *ref = dzeros(M * N), *mag = dzeros(M * N);
+                double *gref = dzeros(M * K), *gmag = dzeros(M * K);
+                stream_ref(M, N, K, A, lda, B, ldb, C, ldc, acc, ref, mag);
+                for (int64_t o = 0; o < K; o++)
+                    for (int64_t c = 0; c < M; c++) {
+                        const int64_t gi = gt ? c * K + o : o * M + c;
+                        double sm = G[gi], t = fabs(G[gi]);
+                        for (int64_t n = 0; n < N; n++) {
+                            sm += (double)B[o * ldb + n] * X[c * ldb + n];
+                            t += fabs((double)B[o * ldb + n] * X[c * ldb + n]);
+                        }
+                        gref[gi] = sm;
+                        gmag[gi] = t;
+                    }
+                const float guard = C[M * ldc - 1];
+                float *C0 = nodx ? NULL : C;
+                nn_gemm_stream_bwd(M, N, K, A, lda, B, ldb, C0, ldc, acc, 1, X, ldb, G, T);
+                if (!nodx) bad += stream_bad(M, N, K, C, ldc, ref, mag);
+                for (int64_t i = 0; i < M * K; i++) {
+                    const double e = fabs(G[i] - gref[i]);
+                    bad += !(e <= (N + 2) * U32 * gmag[i] + 2 * U32 * fabs(gref[i]));
+                }
+                bad += wide && !(C[M * ldc - 1] == guard);
+                runs++;
+                free(A); free(B); free(X); free(G); free(T); free(C);
+                free(ref); free(mag); free(gref); free(gmag);
+            }
+    char name[160];
+    snprintf(name, sizeof name, "fused 1x1 backward: %lld cases (%lld and %lld per gradient "
+             "layout; dx stored, added, none) = double reference", (long long)runs,
+             (long long)layouts[0], (long long)layouts[1]);
+    CHECK(bad == 0 && layouts[0] > 0 && layouts[1] > 0, name);
 }
 
 /* ---- channel blocks ------------------------------------------------------------------------
@@ -1258,6 +1333,7 @@ int main(void)
     store_mode();
     streaming_stores();
     gemm_stream_cases();
+    gemm_stream_bwd_cases();
     bn_channel_blocks();
     bn_relu_map();
     errors();
