@@ -55,7 +55,12 @@ static size_t round16(size_t v) { return (v + 15) / 16 * 16; }
  * 32 channels on 28x28 and 64 on 14x14, forward 1.05-1.1x (1.25x when they are in cache); with
  * 16 channels on 28x28 or 32 on 14x14 the transforms' memory traffic eats the saving (0.9-1.0x),
  * and on 7x7 maps a third of the 2x2 tiles' outputs fall outside the map (0.8-1.1x at 64-256
- * channels). GBTD_NN_NO_WINOGRAD set (and not "0") turns it off. */
+ * channels). Those figures are from an Intel CPU with AVX-512. On an AMD EPYC (Zen 3, AVX2),
+ * once Winograd's GEMMs got their own loop (conv_taps in gemm_small.c), 32 channels on 14x14
+ * measured 1.15x forward and 1.17x backward against the phase planes, 16 on 28x28 1.03x and
+ * 1.23x (7x7 maps still 0.8x), and ResNet-20's step 7-12 % faster (median, three alternating
+ * runs), so without AVX-512 the channel thresholds are halved. GBTD_NN_NO_WINOGRAD set (and not
+ * "0") turns it off. */
 enum { NN_WINO_CHANNELS = 64, NN_WINO_MIN_PIXELS = 144, NN_WINO_WIDE_PIXELS = 784 };
 
 /* An environment switch that turns a path off: set, and not "0". */
@@ -85,8 +90,10 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
      * 64; at 128 on 7x7 maps 1.18x forward, 1.02x backward against the batched OpenBLAS path, 2
      * threads, batch 128). Dense 1x1 convolutions stay plain GEMMs, on the subsampled input at
      * stride 2 (1.3x faster than phase planes at 32-64 channels, 1.4x at 128). */
-    p->wino = ((s->c_in >= NN_WINO_CHANNELS && p->hwo >= NN_WINO_MIN_PIXELS) ||
-               (2 * s->c_in >= NN_WINO_CHANNELS && p->hwo >= NN_WINO_WIDE_PIXELS)) &&
+    /* AVX2 without AVX-512: from half as many channels (see NN_WINO_CHANNELS) */
+    const int64_t wc = nn_have_avx512vl() ? NN_WINO_CHANNELS : NN_WINO_CHANNELS / 2;
+    p->wino = ((s->c_in >= wc && p->hwo >= NN_WINO_MIN_PIXELS) ||
+               (2 * s->c_in >= wc && p->hwo >= NN_WINO_WIDE_PIXELS)) &&
               nn_wino_per_thread(s) > 0 && wino_enabled();
     p->phase_grp = (s->groups > 1 || (s->c_in <= 128 && s->kh * s->kw > 1)) && !p->depthwise &&
                    !p->direct && !p->wino && nn_grp_per_thread(s) > 0;
