@@ -55,10 +55,12 @@ extern "C" {
  * 1x1 stride-1 pad-0: one GEMM per image (and group), no im2col; dense ones on maps whose pixel
  *   count is a multiple of 16 (28x28, 16x16, 12x12), with AVX2 but not AVX-512 (or with
  *   GBTD_NN_NO_AVX512=1), through gbtd's streaming GEMM (forward and backward-data: no packing,
- *   the next 16-pixel panel prefetched, outputs stored non-temporally), the rest and the weight
- *   gradient through OpenBLAS sgemm. Off with GBTD_NN_NO_STREAM=1;
- * dense 3x3 stride-1 pad-1 with c_in >= 64 on maps of 144+ outputs, or c_in >= 32 on 784+, up
- *   to 1,024 2x2 tiles per image (about 62x62):
+ *   the next 16-pixel panel prefetched, outputs stored non-temporally; the backward makes the
+ *   weight gradient from the same panels, in one pass over dy and x, off with
+ *   GBTD_NN_NO_FUSED_BWD=1), the rest through OpenBLAS sgemm. Off with GBTD_NN_NO_STREAM=1;
+ * dense 3x3 stride-1 pad-1 with c_in >= 64 on maps of 144+ outputs, or c_in >= 32 on 784+ (half
+ *   those channel counts where AVX-512 is not in use), up to 1,024 2x2 tiles per image (about
+ *   62x62):
  *   Winograd F(2x2, 3x3) (16 multiplications per 2x2 outputs instead of 36; forward, backward-
  *   data on the rotated weights, backward-weight by F(3x3, 2x2)), the 16 products summed over
  *   channels as GEMMs over the tiles of a few images at once. Its error bound is normwise (a
