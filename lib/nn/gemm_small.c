@@ -883,37 +883,22 @@ __attribute__((target("avx2,fma"))) static void gacc_panel(int64_t GM, int64_t G
                                                            const float *pf, int64_t ldpf,
                                                            int64_t npf)
 {
-    if (GN % 32 == 0) {
-        /* 3 rows x 32 columns: 3 broadcasts and 4 loads per 12 FMAs */
-        const int64_t nrb = (GM + 2) / 3, base = GM / nrb, extra = GM % nrb;
-        const int64_t blocks = nrb * (GN / 32), per = (npf + blocks - 1) / blocks;
-        int64_t r0 = 0;
-        for (int64_t rb = 0; rb < nrb; rb++) {
-            const int64_t mr = base + (rb < extra);
-            for (int64_t c0 = 0; c0 < GN; c0 += 32) {
-                for (int64_t i = 0; i < per && npf > 0; i++, npf--, pf += ldpf) {
-                    _mm_prefetch((const char *)pf, _MM_HINT_T0);
-                    _mm_prefetch((const char *)(pf + 15), _MM_HINT_T0);
-                }
-                gacc_wide[mr - 1](A + r0 * lda, lda, BT + c0, GN, G + r0 * GN + c0, GN);
-            }
-            r0 += mr;
-        }
-        return;
-    }
-    const int64_t nrb = (GM + 5) / 6, base = GM / nrb, extra = GM % nrb;
-    const int64_t ncb = (GN + 15) / 16, blocks = nrb * ncb;
-    const int64_t per = (npf + blocks - 1) / blocks;
+    /* GN a multiple of 32: blocks of 3 rows x 32 columns (3 broadcasts and 4 loads per 12
+     * FMAs); otherwise 6 x 16, and 6 x 8 for the last 8 columns */
+    const int wide = GN % 32 == 0;
+    const int64_t mrmax = wide ? 3 : 6, cw = wide ? 32 : 16;
+    const int64_t nrb = (GM + mrmax - 1) / mrmax, base = GM / nrb, extra = GM % nrb;
+    const int64_t blocks = nrb * ((GN + cw - 1) / cw), per = (npf + blocks - 1) / blocks;
     int64_t r0 = 0;
     for (int64_t rb = 0; rb < nrb; rb++) {
         const int64_t mr = base + (rb < extra);
-        for (int64_t c0 = 0; c0 < GN; c0 += 16) {
+        for (int64_t c0 = 0; c0 < GN; c0 += cw) {
             for (int64_t i = 0; i < per && npf > 0; i++, npf--, pf += ldpf) {
                 _mm_prefetch((const char *)pf, _MM_HINT_T0);
                 _mm_prefetch((const char *)(pf + 15), _MM_HINT_T0);
             }
-            gacc_blocks[GN - c0 >= 16][mr - 1](A + r0 * lda, lda, BT + c0, GN, G + r0 * GN + c0,
-                                               GN);
+            const gacc_fn f = wide ? gacc_wide[mr - 1] : gacc_blocks[GN - c0 >= 16][mr - 1];
+            f(A + r0 * lda, lda, BT + c0, GN, G + r0 * GN + c0, GN);
         }
         r0 += mr;
     }
