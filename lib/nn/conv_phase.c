@@ -1,4 +1,5 @@
 /* gbtd nn: depthwise and grouped convolution through phase planes (see conv_phase.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -34,6 +35,12 @@ typedef struct dw_geom {
 
 static int64_t r8(int64_t v) { return (v + 7) / 8 * 8; }
 
+static int shared_pad_off(void)
+{
+    const char *off = getenv("GBTD_NN_NO_SHARED_PAD");
+    return off && off[0] && !(off[0] == '0' && off[1] == 0);
+}
+
 static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
 {
     /* at most DW_MAX_TAPS taps and 16 phases; larger kernels or strides take the direct loops */
@@ -51,6 +58,17 @@ static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
     g->nph = g->s * g->s;
     const int64_t hs = (s->h + 2 * s->pad + g->s - 1) / g->s;
     g->ws = (s->w + 2 * s->pad + g->s - 1) / g->s;
+    /* Stride 1: the right padding of a row is the left padding of the next (row width w + pad
+     * instead of w + 2 pad), so fewer scratch columns go through the GEMMs: 56 instead of 64
+     * on a 7x7 map with padding 1. An output j < w_out reads padded columns up to w + 2 pad - 1,
+     * those past the row landing in the next row's left padding; backward-data at an interior
+     * column reads dy columns down to pad - (kw - 1), a negative one landing in the previous
+     * row's kw - 1 - pad scratch columns (zero). pad < kw keeps w_out within the row width, so
+     * no row of outputs or of dy runs into the next. Measured (AMD EPYC Zen 3, 2 threads, batch 128, medians of 40 alternating
+     * with the old width in one process): dense 128 > 128 on 7x7 forward 1.01-1.05x,
+     * backward-data 1.05x, weight gradient 1.1x; grouped 3x3 (8 groups on 14x14 and 28x28, 32 on
+     * 7x7) 1.01-1.05x. GBTD_NN_NO_SHARED_PAD set (and not "0") keeps the old width. */
+    if (g->s == 1 && s->pad < s->kw && !shared_pad_off()) g->ws = s->w + s->pad;
     const int64_t maxoff = ((g->kh - 1) / g->s) * g->ws + (g->kw - 1) / g->s;
     g->lout = r8(g->ho * g->ws);
     g->lu = r8(hs * g->ws);

@@ -362,6 +362,7 @@ static void conv_dw_cases(void)
         {1, 3, 11, 9, 9, 3, 1, 1, 0},    /* multiplier 3 */
         {2, 3, 12, 11, 3, 5, 2, 2, 1},   /* 5x5 stride 2 pad 2 */
         {1, 2, 13, 14, 4, 7, 1, 3, 0},   /* 7x7 pad 3, multiplier 2 */
+        {2, 3, 6, 5, 3, 3, 1, 4, 1},     /* pad 4 >= kernel: rows keep their own padding */
         {2, 3, 9, 8, 3, 3, 3, 1, 1},     /* stride 3 */
         {2, 4, 7, 9, 4, 1, 2, 0, 0},     /* 1x1 stride 2 (phases no tap reads) */
         {2, 3, 2, 3, 3, 3, 1, 1, 1},     /* plane smaller than one vector */
@@ -490,6 +491,8 @@ static void conv_grp_cases(void)
         {2, 136, 6, 5, 8, 3, 1, 1, 1, 0},     /* dense, 136 input channels: im2col + BLAS */
         {2, 8, 5, 5, 8, 1, 2, 0, 2, 1},       /* grouped 1x1 stride 2 */
         {2, 8, 12, 11, 8, 3, 5, 1, 2, 1},     /* grouped stride 5: im2col + small GEMMs */
+        {2, 8, 6, 7, 16, 3, 1, 2, 2, 0},      /* pad 2 = kernel - 1: rows share all padding */
+        {2, 8, 5, 6, 8, 3, 1, 3, 2, 1},       /* pad 3 >= kernel: rows keep their own padding */
         {1, 4, 10, 10, 6, 9, 1, 4, 2, 0},     /* grouped 9x9 (81 taps): im2col + small GEMMs */
         /* the layers of a CIFAR ResNeXt-29 8x4d on 16x16 inputs, batch 4 */
         {4, 1, 16, 16, 32, 3, 1, 1, 1, 0},    /* stem */
