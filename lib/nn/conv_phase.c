@@ -530,7 +530,17 @@ __attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_g
             _mm256_storeu_ps(dst + 2 * k + 8,
                              _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k + 8), v1));
         }
-        /* then four pairs (no overlap: dx may be added to) */
+        /* set: a last block of 8 pairs ending at the last even position from which it fits,
+         * overlapping the one before */
+        if (set && 2 * k < g->w && g->w >= 16) {
+            const int64_t k0 = ((g->w - 16) & ~(int64_t)1) / 2;
+            const __m256 e = _mm256_loadu_ps(ev + k0), o = _mm256_loadu_ps(od + k0);
+            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+            _mm256_storeu_ps(dst + 2 * k0, _mm256_permute2f128_ps(lo, hi, 0x20));
+            _mm256_storeu_ps(dst + 2 * k0 + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+            k = k0 + 8;
+        }
+        /* then four pairs (without set, no overlap: dx is added to) */
         if (2 * k + 8 <= g->w) {
             const __m128 e = _mm_loadu_ps(ev + k), o = _mm_loadu_ps(od + k);
             _mm_storeu_ps(dst + 2 * k,
@@ -538,6 +548,13 @@ __attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_g
             _mm_storeu_ps(dst + 2 * k + 4, _mm_add_ps(set ? z4 : _mm_loadu_ps(dst + 2 * k + 4),
                                                       _mm_unpackhi_ps(e, o)));
             k += 4;
+        }
+        if (set && 2 * k < g->w && g->w >= 8) {
+            const int64_t k0 = ((g->w - 8) & ~(int64_t)1) / 2;
+            const __m128 e = _mm_loadu_ps(ev + k0), o = _mm_loadu_ps(od + k0);
+            _mm_storeu_ps(dst + 2 * k0, _mm_unpacklo_ps(e, o));
+            _mm_storeu_ps(dst + 2 * k0 + 4, _mm_unpackhi_ps(e, o));
+            k = k0 + 4;
         }
         for (int64_t j = 2 * k; j < g->w; j += 2) {
             dst[j] = (set ? 0.0f : dst[j]) + ev[j / 2];
