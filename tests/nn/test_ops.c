@@ -466,8 +466,11 @@ static void conv_wino_case(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k
 
 static void conv_wino_cases(void)
 {
-    conv_wino_case(3, 64, 12, 12, 64, 1); /* smallest map taken; 3 images in one group of 4 */
-    conv_wino_case(9, 64, 12, 13, 64, 0); /* groups of 4 images and a last one of 1 */
+    conv_wino_case(3, 64, 12, 12, 64, 1); /* smallest map taken; 3 images in one group of 6 */
+    conv_wino_case(9, 64, 12, 13, 64, 0); /* a group of 5 images and a last one of 4 */
+    /* 4 x 9 tiles: each row's last block of 8 runs 7 tiles past it, the last row's past the
+     * phase planes' 40 tile positions (into the output planes' slack) */
+    conv_wino_case(2, 64, 8, 18, 16, 1);
     conv_wino_case(5, 32, 28, 28, 16, 1); /* 32 channels on 28x28, fewer outputs than inputs */
     conv_wino_case(2, 72, 13, 15, 12, 0); /* odd sizes; 12 outputs: no 8-wide dy transform */
     conv_wino_case(1, 64, 14, 14, 40, 1); /* one image: threads without work */
