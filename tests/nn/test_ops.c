@@ -522,6 +522,9 @@ static void conv_fast_cases(void)
         {3, 16, 12, 12, 20, 1, 1, 0, 1, 1}, /* 1x1 on 144 pixels: the streaming GEMM */
         {2, 40, 28, 28, 13, 1, 1, 0, 1, 0}, /* the same, 28x28, 13 rows (blocks of 5 and 4) */
         {2, 16, 7, 7, 32, 1, 2, 0, 1, 0},   /* 1x1 stride 2: projection shortcut */
+        {2, 16, 28, 28, 32, 1, 2, 0, 1, 0}, /* the same from 28x28: vector rows, overlapping end */
+        {3, 8, 19, 21, 16, 1, 2, 0, 1, 1},  /* odd width 21: one output per row left over */
+        {5, 16, 18, 17, 24, 1, 2, 0, 1, 0}, /* 9x9 outputs: images in chunks, odd width */
         {1, 3, 11, 13, 4, 7, 2, 3, 1, 1},   /* stem-like 7x7, batch 1 */
         {2, 8, 7, 6, 6, 3, 1, 1, 2, 1},     /* groups 2 */
         {3, 16, 9, 9, 16, 3, 2, 1, 4, 0},   /* groups 4, stride 2 */
@@ -883,6 +886,8 @@ static void store_mode(void)
         {3, 24, 12, 12, 16, 1, 1, 0, 1}, /* 1x1 on 144 pixels: the streaming GEMM stores dx */
         {2, 80, 7, 7, 96, 3, 1, 1, 1},  /* wide dense 3x3: im2col + col2im */
         {2, 96, 8, 8, 128, 1, 2, 0, 1}, /* 1x1 stride 2 projection, wide */
+        {2, 16, 28, 28, 32, 1, 2, 0, 1}, /* the same from 28x28: upsampled rows stored */
+        {5, 16, 18, 17, 24, 1, 2, 0, 1}, /* the same on chunks of images, odd width */
         {13, 96, 7, 7, 64, 1, 1, 0, 1}, /* 1x1 on 7x7: images in chunks, dx copied out */
         {7, 80, 7, 7, 40, 3, 1, 1, 1},  /* 3x3 on 7x7: chunks, col2im per image */
         {2, 16, 9, 9, 16, 3, 2, 1, 1},  /* narrow dense: phase planes */
