@@ -64,10 +64,11 @@ static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
      * those past the row landing in the next row's left padding; backward-data at an interior
      * column reads dy columns down to pad - (kw - 1), a negative one landing in the previous
      * row's kw - 1 - pad scratch columns (zero). pad < kw keeps w_out within the row width, so
-     * no row of outputs or of dy runs into the next. Measured (AMD EPYC Zen 3, 2 threads, batch 128, medians of 40 alternating
-     * with the old width in one process): dense 128 > 128 on 7x7 forward 1.01-1.05x,
-     * backward-data 1.05x, weight gradient 1.1x; grouped 3x3 (8 groups on 14x14 and 28x28, 32 on
-     * 7x7) 1.01-1.05x. GBTD_NN_NO_SHARED_PAD set (and not "0") keeps the old width. */
+     * no row of outputs or of dy runs into the next. Measured (AMD EPYC Zen 3, 2 threads, batch
+     * 128, medians of 40 alternating with the old width in one process): dense 128 > 128 on 7x7
+     * forward 1.01-1.05x, backward-data 1.05x, weight gradient 1.1x; grouped 3x3 (8 groups on
+     * 14x14 and 28x28, 32 on 7x7) 1.01-1.05x. GBTD_NN_NO_SHARED_PAD set (and not "0") keeps the
+     * old width. */
     if (g->s == 1 && s->pad < s->kw && !shared_pad_off()) g->ws = s->w + s->pad;
     const int64_t maxoff = ((g->kh - 1) / g->s) * g->ws + (g->kw - 1) / g->s;
     g->lout = r8(g->ho * g->ws);

@@ -19,7 +19,7 @@ typedef struct wg_geom {
     int64_t lt;               /* tiles of an image, ht wt: the GEMMs' columns per image */
     int64_t lty;              /* output phase plane: ltp and 8 floats of slack */
     int64_t lpl;              /* input phase plane (padded input, stride-2 phases) */
-    int64_t nb, tb;           /* images per group, their tiles nb ltp (the GEMMs' width) */
+    int64_t nb, tb;           /* images per group; the GEMMs' row stride (>= nb lt + 8) */
     int64_t off[16], ph[16];  /* element (a, q) of a tile: phase plane and offset from t */
     size_t o_p, o_y, o_v, o_m, o_t, o_w, per_thread;
 } wg_geom;
@@ -244,25 +244,27 @@ __attribute__((target("avx2,fma"))) static void input_transform_avx2(const wg_ge
         tap_bases(g, P + c * 4 * g->lpl, b);
         for (int64_t tr = 0; tr < g->ht; tr++)
             for (int64_t tq = 0; tq < g->wt; tq += 8) {
-            /* tiles (tr, tq .. tq + 7): plane positions from i, columns from v */
-            const int64_t i = tr * g->ws + tq;
-            float *v = V + c * tb + tr * g->wt + tq;
-            __m256 e[4][4];
-            for (int a = 0; a < 4; a++) {
-                const __m256 d0 = _mm256_loadu_ps(b[4 * a] + i), d1 = _mm256_loadu_ps(b[4 * a + 1] + i);
-                const __m256 d2 = _mm256_loadu_ps(b[4 * a + 2] + i), d3 = _mm256_loadu_ps(b[4 * a + 3] + i);
-                e[a][0] = _mm256_sub_ps(d0, d2);
-                e[a][1] = _mm256_add_ps(d1, d2);
-                e[a][2] = _mm256_sub_ps(d2, d1);
-                e[a][3] = _mm256_sub_ps(d1, d3);
+                /* tiles (tr, tq .. tq + 7): plane positions from i, columns from v */
+                const int64_t i = tr * g->ws + tq;
+                float *v = V + c * tb + tr * g->wt + tq;
+                __m256 e[4][4];
+                for (int a = 0; a < 4; a++) {
+                    const __m256 d0 = _mm256_loadu_ps(b[4 * a] + i);
+                    const __m256 d1 = _mm256_loadu_ps(b[4 * a + 1] + i);
+                    const __m256 d2 = _mm256_loadu_ps(b[4 * a + 2] + i);
+                    const __m256 d3 = _mm256_loadu_ps(b[4 * a + 3] + i);
+                    e[a][0] = _mm256_sub_ps(d0, d2);
+                    e[a][1] = _mm256_add_ps(d1, d2);
+                    e[a][2] = _mm256_sub_ps(d2, d1);
+                    e[a][3] = _mm256_sub_ps(d1, d3);
+                }
+                for (int q = 0; q < 4; q++) {
+                    _mm256_storeu_ps(v + (0 + q) * xs, _mm256_sub_ps(e[0][q], e[2][q]));
+                    _mm256_storeu_ps(v + (4 + q) * xs, _mm256_add_ps(e[1][q], e[2][q]));
+                    _mm256_storeu_ps(v + (8 + q) * xs, _mm256_sub_ps(e[2][q], e[1][q]));
+                    _mm256_storeu_ps(v + (12 + q) * xs, _mm256_sub_ps(e[1][q], e[3][q]));
+                }
             }
-            for (int q = 0; q < 4; q++) {
-                _mm256_storeu_ps(v + (0 + q) * xs, _mm256_sub_ps(e[0][q], e[2][q]));
-                _mm256_storeu_ps(v + (4 + q) * xs, _mm256_add_ps(e[1][q], e[2][q]));
-                _mm256_storeu_ps(v + (8 + q) * xs, _mm256_sub_ps(e[2][q], e[1][q]));
-                _mm256_storeu_ps(v + (12 + q) * xs, _mm256_sub_ps(e[1][q], e[3][q]));
-            }
-        }
     }
 }
 
@@ -276,23 +278,27 @@ __attribute__((target("avx2,fma"))) static void output_transform_avx2(const wg_g
         const __m256 bk = _mm256_set1_ps(bias ? bias[k] : 0.0f);
         for (int64_t tr = 0; tr < g->ht; tr++)
             for (int64_t tq = 0; tq < g->wt; tq += 8) {
-            /* tiles (tr, tq .. tq + 7): columns from m, plane positions from i */
-            const int64_t i = tr * g->ws + tq;
-            const float *m = M + k * tb + tr * g->wt + tq;
-            __m256 f0[4], f1[4];
-            for (int r = 0; r < 4; r++) {
-                const __m256 m0 = _mm256_loadu_ps(m + (4 * r) * xs);
-                const __m256 m1 = _mm256_loadu_ps(m + (4 * r + 1) * xs);
-                const __m256 m2 = _mm256_loadu_ps(m + (4 * r + 2) * xs);
-                const __m256 m3 = _mm256_loadu_ps(m + (4 * r + 3) * xs);
-                f0[r] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
-                f1[r] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+                /* tiles (tr, tq .. tq + 7): columns from m, plane positions from i */
+                const int64_t i = tr * g->ws + tq;
+                const float *m = M + k * tb + tr * g->wt + tq;
+                __m256 f0[4], f1[4];
+                for (int r = 0; r < 4; r++) {
+                    const __m256 m0 = _mm256_loadu_ps(m + (4 * r) * xs);
+                    const __m256 m1 = _mm256_loadu_ps(m + (4 * r + 1) * xs);
+                    const __m256 m2 = _mm256_loadu_ps(m + (4 * r + 2) * xs);
+                    const __m256 m3 = _mm256_loadu_ps(m + (4 * r + 3) * xs);
+                    f0[r] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+                    f1[r] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+                }
+                const __m256 o0 = _mm256_add_ps(_mm256_add_ps(f0[0], f0[1]), f0[2]);
+                const __m256 o1 = _mm256_add_ps(_mm256_add_ps(f1[0], f1[1]), f1[2]);
+                const __m256 o2 = _mm256_sub_ps(_mm256_sub_ps(f0[1], f0[2]), f0[3]);
+                const __m256 o3 = _mm256_sub_ps(_mm256_sub_ps(f1[1], f1[2]), f1[3]);
+                _mm256_storeu_ps(y + i, _mm256_add_ps(o0, bk));
+                _mm256_storeu_ps(y + lt + i, _mm256_add_ps(o1, bk));
+                _mm256_storeu_ps(y + 2 * lt + i, _mm256_add_ps(o2, bk));
+                _mm256_storeu_ps(y + 3 * lt + i, _mm256_add_ps(o3, bk));
             }
-            _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(f0[0], f0[1]), f0[2]), bk));
-            _mm256_storeu_ps(y + lt + i, _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(f1[0], f1[1]), f1[2]), bk));
-            _mm256_storeu_ps(y + 2 * lt + i, _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(f0[1], f0[2]), f0[3]), bk));
-            _mm256_storeu_ps(y + 3 * lt + i, _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(f1[1], f1[2]), f1[3]), bk));
-        }
     }
 }
 
