@@ -63,14 +63,7 @@ static size_t round16(size_t v) { return (v + 15) / 16 * 16; }
  * "0") turns it off. */
 enum { NN_WINO_CHANNELS = 64, NN_WINO_MIN_PIXELS = 144, NN_WINO_WIDE_PIXELS = 784 };
 
-/* An environment switch that turns a path off: set, and not "0". */
-static int switched_off(const char *name)
-{
-    const char *off = getenv(name);
-    return off && off[0] && !(off[0] == '0' && off[1] == 0);
-}
-
-static int wino_enabled(void) { return !switched_off("GBTD_NN_NO_WINOGRAD"); }
+static int wino_enabled(void) { return !nn_switched_off("GBTD_NN_NO_WINOGRAD"); }
 
 static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
 {
@@ -120,7 +113,7 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
      * faster (both orders). The weight gradient stays with OpenBLAS. Not where AVX-512 is in
      * use: there OpenBLAS's kernels are twice as wide as this AVX2 one (not measured). */
     p->stream = p->direct && s->groups == 1 && !p->batched && p->hwo % 16 == 0 &&
-                nn_have_avx2() && !nn_have_avx512vl() && !switched_off("GBTD_NN_NO_STREAM");
+                nn_have_avx2() && !nn_have_avx512vl() && !nn_switched_off("GBTD_NN_NO_STREAM");
     /* room for the transposed weights whether or not the streaming GEMM is taken, so that the
      * workspace size does not depend on the CPU or the environment */
     p->wt_off = p->per_thread;
@@ -136,7 +129,7 @@ static int plan_make(const char *fn, const gbtd_conv2d_shape *s0, conv_plan *p)
      * against 24.6 / 26.4 (1.05-1.15x). GBTD_NN_NO_FUSED_BWD set turns it off. */
     p->fused = p->stream &&
                (nn_stream_bwd_gtrans(s->c_in, s->c_out) ? s->c_out : s->c_in) % 8 == 0 &&
-               !switched_off("GBTD_NN_NO_FUSED_BWD");
+               !nn_switched_off("GBTD_NN_NO_FUSED_BWD");
     return GBTD_OK;
 }
 

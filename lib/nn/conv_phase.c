@@ -1,5 +1,4 @@
 /* gbtd nn: depthwise and grouped convolution through phase planes (see conv_phase.h). */
-#include <stdlib.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -8,6 +7,7 @@
 
 #include "nn/conv_phase.h"
 #include "nn/gemm_small.h"
+#include "nn/ops_internal.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define DW_X86 1
@@ -34,12 +34,6 @@ typedef struct dw_geom {
 } dw_geom;
 
 static int64_t r8(int64_t v) { return (v + 7) / 8 * 8; }
-
-static int shared_pad_off(void)
-{
-    const char *off = getenv("GBTD_NN_NO_SHARED_PAD");
-    return off && off[0] && !(off[0] == '0' && off[1] == 0);
-}
 
 static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
 {
@@ -69,7 +63,7 @@ static int geom_make(const gbtd_conv2d_shape *s, dw_geom *g)
      * forward 1.01-1.05x, backward-data 1.05x, weight gradient 1.1x; grouped 3x3 (8 groups on
      * 14x14 and 28x28, 32 on 7x7) 1.01-1.05x. GBTD_NN_NO_SHARED_PAD set (and not "0") keeps the
      * old width. */
-    if (g->s == 1 && s->pad < s->kw && !shared_pad_off()) g->ws = s->w + s->pad;
+    if (g->s == 1 && s->pad < s->kw && !nn_switched_off("GBTD_NN_NO_SHARED_PAD")) g->ws = s->w + s->pad;
     const int64_t maxoff = ((g->kh - 1) / g->s) * g->ws + (g->kw - 1) / g->s;
     g->lout = r8(g->ho * g->ws);
     g->lu = r8(hs * g->ws);
@@ -449,10 +443,6 @@ unpack_dx_add_s2_avx512(const dw_geom *g, const float *DX, float *dx, int set)
     UNPACK_S2_BODY(MLOAD_512, MSTORE_512)
 }
 
-/* AVX2 without AVX-512: vectors for whole runs of 16 columns, plain loops for the rest of a row
- * instead of vmaskmov, whose stores are slow on AMD Zen (a whole bottleneck-29 step alternating
- * with the masked version in one process on a Zen 3: 1-3 % faster at the best step, 3-5 % at
- * the median; ResNet-20 1-3 %). Bit for bit the same values. */
 /* Eight pairs x[j0 .. j0 + 16) de-interleaved: the even ones to ev, the odd ones to od. */
 __attribute__((target("avx2,fma"))) static inline void split16(const float *x, float *ev,
                                                                 float *od)
@@ -472,7 +462,33 @@ __attribute__((target("avx2,fma"))) static inline void split8(const float *x, fl
     _mm_storeu_ps(od, _mm_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-/* Rows of 8 floats or more take no scalar steps but for an odd row's last element: the blocks
+/* Eight pairs (ev[k], od[k]) interleaved into dst[0 .. 16): added to dst, or (set) stored as
+ * 0 + the value, as the plain loop below does. */
+__attribute__((target("avx2,fma"))) static inline void join16(const float *ev, const float *od,
+                                                               float *dst, int set)
+{
+    const __m256 e = _mm256_loadu_ps(ev), o = _mm256_loadu_ps(od);
+    const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+    const __m256 z = _mm256_setzero_ps();
+    _mm256_storeu_ps(dst, _mm256_add_ps(set ? z : _mm256_loadu_ps(dst),
+                                        _mm256_permute2f128_ps(lo, hi, 0x20)));
+    _mm256_storeu_ps(dst + 8, _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 8),
+                                            _mm256_permute2f128_ps(lo, hi, 0x31)));
+}
+
+/* Four pairs interleaved, as join16. */
+__attribute__((target("avx2,fma"))) static inline void join8(const float *ev, const float *od,
+                                                              float *dst, int set)
+{
+    const __m128 e = _mm_loadu_ps(ev), o = _mm_loadu_ps(od), z = _mm_setzero_ps();
+    _mm_storeu_ps(dst, _mm_add_ps(set ? z : _mm_loadu_ps(dst), _mm_unpacklo_ps(e, o)));
+    _mm_storeu_ps(dst + 4, _mm_add_ps(set ? z : _mm_loadu_ps(dst + 4), _mm_unpackhi_ps(e, o)));
+}
+
+/* AVX2 without AVX-512: plain loops instead of vmaskmov for what is left of a row, whose stores
+ * are slow on AMD Zen (a whole bottleneck-29 step alternating with the masked version in one
+ * process on a Zen 3: 1-3 % faster at the best step, 3-5 % at the median; ResNet-20 1-3 %).
+ * Rows of 8 floats or more take no scalar steps but for an odd row's last element: the blocks
  * of 16 (or 8) run to the row's end, the last one starting at the last even position from which
  * a whole block fits, overlapping the one before (the same values are stored twice). Unpacking
  * adds into dx, so it cannot overlap: blocks of 16, one of 8, then scalar pairs. Against
@@ -513,49 +529,31 @@ __attribute__((target("avx2,fma"))) static void unpack_dx_add_s2_avx2(const dw_g
                                                                        int set)
 {
     const int64_t pe = g->pad % 2, se = g->pad / 2, po = (g->pad + 1) % 2, so = (g->pad + 1) / 2;
-    const __m256 z = _mm256_setzero_ps();
-    const __m128 z4 = _mm_setzero_ps();
+    const int64_t w = g->w;
     for (int64_t r = 0; r < g->h; r++) {
         const int64_t rp = r + g->pad;
         const float *row = DX + (rp % 2) * 2 * g->lu + (rp / 2) * g->ws;
         const float *ev = row + pe * g->lu + se, *od = row + po * g->lu + so;
-        float *dst = dx + r * g->w;
+        float *dst = dx + r * w;
         int64_t k = 0;
-        for (; 2 * k + 16 <= g->w; k += 8) {
-            const __m256 e = _mm256_loadu_ps(ev + k), o = _mm256_loadu_ps(od + k);
-            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-            const __m256 v0 = _mm256_permute2f128_ps(lo, hi, 0x20);
-            const __m256 v1 = _mm256_permute2f128_ps(lo, hi, 0x31);
-            _mm256_storeu_ps(dst + 2 * k,
-                             _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k), v0));
-            _mm256_storeu_ps(dst + 2 * k + 8,
-                             _mm256_add_ps(set ? z : _mm256_loadu_ps(dst + 2 * k + 8), v1));
-        }
+        for (; 2 * k + 16 <= w; k += 8) join16(ev + k, od + k, dst + 2 * k, set);
         /* set: a last block of 8 pairs ending at the last even position from which it fits,
          * overlapping the one before */
-        if (set && 2 * k < g->w && g->w >= 16) {
-            const int64_t k0 = ((g->w - 16) & ~(int64_t)1) / 2;
-            const __m256 e = _mm256_loadu_ps(ev + k0), o = _mm256_loadu_ps(od + k0);
-            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-            _mm256_storeu_ps(dst + 2 * k0, _mm256_permute2f128_ps(lo, hi, 0x20));
-            _mm256_storeu_ps(dst + 2 * k0 + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-            k = k0 + 8;
+        if (set && 2 * k < w && w >= 16) {
+            k = (w - 16) / 2;
+            join16(ev + k, od + k, dst + 2 * k, 1);
+            k += 8;
         }
-        /* then four pairs (without set, no overlap: dx is added to) */
-        if (2 * k + 8 <= g->w) {
-            const __m128 e = _mm_loadu_ps(ev + k), o = _mm_loadu_ps(od + k);
-            _mm_storeu_ps(dst + 2 * k,
-                          _mm_add_ps(set ? z4 : _mm_loadu_ps(dst + 2 * k), _mm_unpacklo_ps(e, o)));
-            _mm_storeu_ps(dst + 2 * k + 4, _mm_add_ps(set ? z4 : _mm_loadu_ps(dst + 2 * k + 4),
-                                                      _mm_unpackhi_ps(e, o)));
+        /* then four pairs (without set, no overlap: dx is added to), and with set, four more
+         * overlapping them */
+        if (2 * k + 8 <= w) {
+            join8(ev + k, od + k, dst + 2 * k, set);
             k += 4;
         }
-        if (set && 2 * k < g->w && g->w >= 8) {
-            const int64_t k0 = ((g->w - 8) & ~(int64_t)1) / 2;
-            const __m128 e = _mm_loadu_ps(ev + k0), o = _mm_loadu_ps(od + k0);
-            _mm_storeu_ps(dst + 2 * k0, _mm_unpacklo_ps(e, o));
-            _mm_storeu_ps(dst + 2 * k0 + 4, _mm_unpackhi_ps(e, o));
-            k = k0 + 4;
+        if (set && 2 * k < w && w >= 8) {
+            k = (w - 8) / 2;
+            join8(ev + k, od + k, dst + 2 * k, 1);
+            k += 4;
         }
         for (int64_t j = 2 * k; j < g->w; j += 2) {
             dst[j] = (set ? 0.0f : dst[j]) + ev[j / 2];

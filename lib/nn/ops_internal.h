@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "core/status.h"
 #include "nn/ops.h"
@@ -21,6 +22,13 @@
             return gbtd_error(GBTD_EINVAL, "%s: %s = %lld must be >= %lld", (fn), #v,            \
                               (long long)(v), (long long)(lo));                                   \
     } while (0)
+
+/* An environment switch that turns a kernel path off: set, and not "0". */
+static inline int nn_switched_off(const char *name)
+{
+    const char *off = getenv(name);
+    return off && off[0] && !(off[0] == '0' && off[1] == 0);
+}
 
 /* Product of sizes, checked against overflow; 0 on success. */
 int nn_numel(const char *fn, int64_t *out, int count, ...);
